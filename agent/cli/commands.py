@@ -1,0 +1,240 @@
+"""Subcommands: ``train``, ``sensitivity``, ``evaluate``, ``search``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import user_error
+from ..policy import DEFAULT_MAX_RATIO
+from .common import (
+    add_constraint_args,
+    add_eval_args,
+    add_task_args,
+    check_task_args,
+    constraints_from_args,
+    ratio_list,
+    settings_from_args,
+    task_from_args,
+)
+from .display import print_search_summary, print_table
+
+__all__ = ["REGISTRY"]
+
+SubParsers = argparse._SubParsersAction  # noqa: SLF001
+
+
+def _out_dir(path: str) -> Path:
+    from ..search import check_output_dir
+
+    return check_output_dir(path, resume=False, overwrite=True)
+
+
+# ---------------------------------------------------------------- train
+def _train(args: argparse.Namespace) -> int:
+    from ..storage import atomic_write_json
+    from ..tasks.datasets import load_dataset
+    from ..tasks.task import TaskSpec, save_checkpoint, train_dense
+
+    spec = TaskSpec(args.model, args.dataset, args.data_seed)
+    spec.validate()
+    if args.epochs < 1:
+        raise user_error("--epochs must be >= 1, got", args.epochs, "e.g. --epochs 15")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise user_error("--lr must be > 0, got", args.lr, "e.g. --lr 0.05")
+    out = _out_dir(args.out)
+    data = load_dataset(spec.dataset, data_root=args.data_root, download=args.download, seed=args.data_seed)
+    task = train_dense(spec, epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device, data=data,
+                       progress=not args.quiet)
+    path = save_checkpoint(task, out / "dense.pt")
+    atomic_write_json(out / "train.json", {"checkpoint": str(path), "model": spec.model, "dataset": spec.dataset,
+                                           **task.meta})
+    print_table("dense baseline", [("checkpoint", str(path)), ("model", spec.model), ("dataset", spec.dataset),
+                                   ("val accuracy", f"{task.meta['val_accuracy']:.2f}%"),
+                                   ("test accuracy", f"{task.meta['test_accuracy']:.2f}%")])
+    return 0
+
+
+def _register_train(sub: SubParsers) -> None:
+    p = sub.add_parser("train", help="train a dense baseline and save a checkpoint")
+    p.add_argument("--model", default="cnn1d")
+    p.add_argument("--dataset", default="mnist1d")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output directory (dense.pt, train.json)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
+
+
+# ---------------------------------------------------------------- sensitivity
+def _sensitivity(args: argparse.Namespace) -> int:
+    from ..sensitivity import analyse_sensitivity, plot_sensitivity
+
+    check_task_args(args)
+    bad = [r for r in args.ratios if not 0 < r < 1]
+    if not args.ratios or bad:
+        raise user_error("--ratios must be in (0, 1), got", bad or args.ratios, "e.g. --ratios 0.1,0.3,0.5,0.7,0.9")
+    settings = settings_from_args(args)
+    out = _out_dir(args.out)
+    task = task_from_args(args, progress=not args.quiet)
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="sensitivity", unit="eval")
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    profile = analyse_sensitivity(task, ratios=args.ratios, importance=args.importance, settings=settings,
+                                  cache=not args.no_cache, progress=progress)
+    if bar is not None:
+        bar.close()
+    profile.to_csv(out / "sensitivity.csv")
+    profile.to_json(out / "sensitivity.json")
+    plot_sensitivity(profile, out / "sensitivity.png")
+    rows = [(u, " ".join(f"{d:6.2f}" for d in profile.drops(u)), f"{profile.macs_share[u]:.3f}",
+             f"{profile.latency_share[u]:.3f}") for u in profile.units]
+    print_table(f"accuracy drop (points) at ratios {profile.ratios}", rows,
+                header=("unit", "drops", "MACs share", "latency share"))
+    print(f"wrote {out / 'sensitivity.csv'} and {out / 'sensitivity.png'}")
+    return 0
+
+
+def _register_sensitivity(sub: SubParsers) -> None:
+    p = sub.add_parser("sensitivity", help="per-unit accuracy drop at several ratios (CSV + PNG)")
+    add_task_args(p)
+    add_eval_args(p)
+    p.add_argument("--ratios", type=ratio_list, default=[0.1, 0.3, 0.5, 0.7, 0.9])
+    p.add_argument("--no-cache", action="store_true", help="re-measure even if a cached profile exists")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_sensitivity)
+
+
+# ---------------------------------------------------------------- evaluate
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate_policy, get_engine
+    from ..policy import Policy
+
+    check_task_args(args)
+    policy = Policy.load(args.policy)
+    settings = settings_from_args(args)
+    constraints = constraints_from_args(args)
+    task = task_from_args(args, progress=not args.quiet)
+    policy.validate(get_engine(task).graph.unit_names())
+    res = evaluate_policy(task, policy, settings=settings, constraints=constraints)
+    if args.json:
+        from ..search import _result_dict
+
+        print(json.dumps(_result_dict(res), indent=2, default=str))
+    else:
+        print_table("evaluation", [("accuracy", f"{res.accuracy:.2f}% (dense {res.dense_accuracy:.2f}%)"),
+                                   ("FLOPs ratio", f"{res.flops_ratio:.3f}"), ("params ratio", f"{res.params_ratio:.3f}"),
+                                   ("latency", f"{res.latency_ms or float('nan'):.3f} ms "
+                                               f"({res.latency_ratio or float('nan'):.3f}x)"),
+                                   ("feasible", f"{res.feasible} {res.reason}")])
+    return 0
+
+
+def _register_evaluate(sub: SubParsers) -> None:
+    p = sub.add_parser("evaluate", help="evaluate one policy JSON file")
+    add_task_args(p)
+    add_eval_args(p)
+    add_constraint_args(p)
+    p.add_argument("--policy", required=True, help="policy JSON (e.g. a search's best_policy.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+
+# ---------------------------------------------------------------- search
+def _search(args: argparse.Namespace) -> int:
+    from ..search import FinalTuneConfig, check_output_dir, precheck_targets, run_search
+    from ..searchers.base import get_searcher
+    from ..session import SearchConfig
+    from ..tasks.datasets import load_dataset
+
+    # 1. everything that can be checked without data or training
+    check_task_args(args)
+    get_searcher(args.method)
+    settings = settings_from_args(args)
+    constraints = constraints_from_args(args, default_flops=0.5)
+    config = SearchConfig(method=args.method, trials=args.trials, seed=args.seed, importance=args.importance,
+                          max_ratio=args.max_ratio, min_ratio=args.min_ratio, round_to=args.round_to,
+                          time_budget_s=args.time_budget, options=_method_options(args))
+    final = FinalTuneConfig(epochs=args.final_epochs, lr=args.final_lr, kd_alpha=args.kd_alpha,
+                            kd_temperature=args.kd_temperature)
+    check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+    # 2. data (validates --data-root), then the reachability of FLOPs/params targets, then (maybe) training
+    data = None
+    if args.checkpoint is None:
+        data = load_dataset(args.dataset or "mnist1d", data_root=args.data_root, download=args.download,
+                            seed=args.data_seed)
+        precheck_targets(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
+                         num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio)
+    from ..tasks.task import build_task
+
+    task = build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,
+                      download=args.download, data_seed=args.data_seed, train_epochs=args.train_epochs,
+                      trust_checkpoint=args.trust_checkpoint, progress=not args.quiet, data=data)
+    if args.checkpoint is not None:
+        precheck_targets(model_spec=task.spec.model, input_shape=task.input_shape, num_classes=task.num_classes,
+                         constraints=constraints, max_ratio=args.max_ratio)
+    outcome = run_search(task=task, out_dir=args.out, constraints=constraints, settings=settings, config=config,
+                         final=final, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print_search_summary(outcome.summary, out_dir=Path(args.out))
+    return 0 if outcome.best is not None else 1
+
+
+def _method_options(args: argparse.Namespace) -> dict[str, object]:
+    keys = ("sampler", "storage", "study_name", "rl_algo", "episodes", "warm_start", "objective", "pruner",
+            "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "backend", "action_mode", "reward")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _register_search(sub: SubParsers) -> None:
+    p = sub.add_parser("search", help="search a pruning policy (default: the embedded MNIST-1D task)")
+    add_task_args(p)
+    add_eval_args(p)
+    add_constraint_args(p)
+    g = p.add_argument_group("search")
+    g.add_argument("--method", default="greedy", help="uniform, global, greedy, optuna, nsga2, rl, ray")
+    g.add_argument("--trials", type=int, default=40, help="maximum evaluated policies")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO, help="largest per-unit ratio")
+    g.add_argument("--min-ratio", type=float, default=0.0, help="smallest per-unit ratio")
+    g.add_argument("--round-to", type=int, default=None, help="keep multiples of N channels")
+    g.add_argument("--time-budget", type=float, default=None, help="stop proposing after N seconds")
+    g.add_argument("--resume", action="store_true", help="continue the search in --out (no finished trial re-runs)")
+    g.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")
+    g.add_argument("--out", required=True, help="output directory")
+    g.add_argument("--quiet", action="store_true")
+    f = p.add_argument_group("final fine-tune")
+    f.add_argument("--final-epochs", type=float, default=3.0, help="fine-tune epochs of the chosen policy")
+    f.add_argument("--final-lr", type=float, default=None, help="default: 1/10 of the dense training LR")
+    f.add_argument("--kd-alpha", type=float, default=0.0, help="distillation weight from the dense model")
+    f.add_argument("--kd-temperature", type=float, default=4.0)
+    for register in METHOD_ARGS:
+        register(p)
+    p.set_defaults(func=_search)
+
+
+METHOD_ARGS: list[Callable[[argparse.ArgumentParser], None]] = []
+"""Hooks adding method-specific search options (Optuna, RL, Ray register here)."""
+
+REGISTRY: list[Callable[[SubParsers], None]] = [_register_train, _register_sensitivity, _register_evaluate,
+                                                _register_search]
+"""Subcommand registrars, in help order."""

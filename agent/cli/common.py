@@ -1,0 +1,103 @@
+"""Argument groups shared by several subcommands, and their conversion to typed configs."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..constraints import Constraints, LatencyTarget
+from ..evaluation import EvalSettings
+from ..measure.latency import LatencyConfig, resolve_device
+from ..pruning.importance import check_importance
+from ..tasks.task import Task, TaskSpec, build_task
+
+__all__ = ["add_task_args", "add_eval_args", "add_constraint_args", "task_from_args", "settings_from_args",
+           "constraints_from_args", "ratio_list"]
+
+
+def ratio_list(text: str) -> list[float]:
+    """Parse ``0.1,0.3,0.5`` into floats (argparse type)."""
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.1,0.5, got {text!r}") from None
+
+
+def add_task_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = False) -> None:
+    """Model / dataset / checkpoint options."""
+    g = p.add_argument_group("task")
+    g.add_argument("--checkpoint", required=checkpoint_required,
+                   help="dense checkpoint (from `prunepilot train`, or a state_dict with --model/--dataset)")
+    g.add_argument("--model", default=None, help="model spec: cnn1d (default), mlp, lenet, resnet20, resnet56, "
+                   "tv:<torchvision name>, or package.module:factory")
+    g.add_argument("--dataset", default=None, help="mnist1d (default), digits, mnist, fashion-mnist, cifar10, "
+                   "imagefolder:PATH")
+    g.add_argument("--data-root", default=None, help="local directory of torchvision datasets")
+    g.add_argument("--download", action="store_true", help="allow downloading the dataset into --data-root")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the dataset generator and split")
+    g.add_argument("--train-epochs", type=int, default=15, help="epochs when a dense baseline must be trained")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow unpickling a checkpoint that is more than tensors (only for trusted files)")
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    """How candidates are evaluated."""
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--importance", default="l2", help="channel importance: l1, l2, taylor, bn_scale, activation, "
+                   "random, lamp, fpgm")
+    g.add_argument("--finetune-steps", type=int, default=0,
+                   help="short fine-tune steps per candidate (0 = BatchNorm recalibration only)")
+    g.add_argument("--finetune-lr", type=float, default=0.01, help="learning rate of the short fine-tune")
+    g.add_argument("--eval-limit", type=int, default=None, help="score candidates on the first N val samples")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--latency-batch", type=int, default=64, help="batch size of latency measurements")
+    g.add_argument("--no-latency", action="store_true", help="do not time candidates (FLOPs-only studies)")
+
+
+def add_constraint_args(p: argparse.ArgumentParser) -> None:
+    """Cost targets and the accuracy budget."""
+    g = p.add_argument_group("constraints")
+    g.add_argument("--flops-target", type=float, default=None, help="max MACs ratio of dense, e.g. 0.5")
+    g.add_argument("--params-target", type=float, default=None, help="max parameter ratio of dense")
+    g.add_argument("--latency-target", default=None, help="max latency: ratio of dense (0.6) or time (12ms)")
+    g.add_argument("--max-acc-drop", type=float, default=None, help="max accuracy drop in points, e.g. 1.0")
+
+
+def check_task_args(args: argparse.Namespace) -> None:
+    """Cheap validation of names before any data is loaded or model trained."""
+    if args.checkpoint is None:
+        TaskSpec(args.model or "cnn1d", args.dataset or "mnist1d", args.data_seed).validate()
+    if getattr(args, "train_epochs", 1) < 1:
+        from ..errors import user_error
+
+        raise user_error("--train-epochs must be >= 1, got", args.train_epochs, "e.g. --train-epochs 15")
+
+
+def task_from_args(args: argparse.Namespace, *, progress: bool) -> Task:
+    """Build the task an invocation works on."""
+    return build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,
+                      download=args.download, data_seed=args.data_seed, train_epochs=args.train_epochs,
+                      trust_checkpoint=args.trust_checkpoint, progress=progress)
+
+
+def settings_from_args(args: argparse.Namespace) -> EvalSettings:
+    """Evaluation settings from the parsed arguments (validated)."""
+    check_importance(args.importance)
+    device = str(resolve_device(args.device))
+    return EvalSettings(finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr, eval_limit=args.eval_limit,
+                        device=device, latency=LatencyConfig(batch_size=args.latency_batch, device=device),
+                        measure_latency=not args.no_latency, seed=getattr(args, "seed", 0))
+
+
+def constraints_from_args(args: argparse.Namespace, *, default_flops: float | None = None) -> Constraints:
+    """Constraints from the parsed arguments; ``default_flops`` applies when no target at all is given."""
+    latency = LatencyTarget.parse(args.latency_target) if args.latency_target is not None else None
+    flops = args.flops_target
+    if flops is None and latency is None and args.params_target is None and args.max_acc_drop is None:
+        flops = default_flops
+    if latency is not None and getattr(args, "no_latency", False):
+        from ..errors import user_error
+
+        raise user_error("--latency-target needs latency measurements, but --no-latency was given:",
+                         args.latency_target, "drop --no-latency or the latency target")
+    return Constraints(flops_target=flops, params_target=args.params_target, latency_target=latency,
+                       max_acc_drop=args.max_acc_drop)

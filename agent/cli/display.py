@@ -1,0 +1,69 @@
+"""Terminal output: small rich tables (plain text when rich is unavailable)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["print_table", "print_search_summary"]
+
+
+def print_table(title: str, rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> None:
+    """Print rows as a table with an optional header."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover - rich is a dependency
+        print(title)
+        for row in rows:
+            print("  " + " | ".join(row))
+        return
+    table = Table(title=title, show_header=header is not None)
+    for col in header or [""] * (len(rows[0]) if rows else 1):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    Console().print(table)
+
+
+def _fmt(x: Any, spec: str = ".3f", suffix: str = "") -> str:
+    if x is None:
+        return "-"
+    try:
+        return f"{float(x):{spec}}{suffix}"
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def print_search_summary(summary: dict[str, Any], *, out_dir: Path) -> None:
+    """Dense vs pruned table of a finished search."""
+    counts = summary.get("counts", {})
+    best, dense, final = summary.get("best"), summary.get("dense") or {}, summary.get("final") or {}
+    if best is None:
+        print_table(f"{summary.get('method')}: no feasible policy in {counts.get('total', 0)} evaluations",
+                    [("closest", json_short(summary.get("closest")))])
+        return
+    rows = [
+        ("val accuracy (search eval)", _fmt(dense.get("accuracy"), ".2f", "%"), _fmt(best["accuracy"], ".2f", "%")),
+        ("val accuracy (final)", _fmt(final.get("dense_val_accuracy"), ".2f", "%"),
+         _fmt(final.get("val_accuracy"), ".2f", "%")),
+        ("test accuracy (final)", _fmt(final.get("dense_test_accuracy"), ".2f", "%"),
+         _fmt(final.get("test_accuracy"), ".2f", "%")),
+        ("MACs", _fmt(dense.get("macs"), ".3g"), f"{_fmt(best['macs'], '.3g')} ({_fmt(best['flops_ratio'])}x)"),
+        ("params", _fmt(dense.get("params"), ".3g"), f"{_fmt(best['params'], '.3g')} ({_fmt(best['params_ratio'])}x)"),
+        ("latency", _fmt(dense.get("latency_ms"), ".3f", " ms"),
+         f"{_fmt(best['latency_ms'], '.3f', ' ms')} ({_fmt(best['latency_ratio'])}x)"),
+    ]
+    print_table(f"{summary.get('method')}: best of {counts.get('total', 0)} evaluations "
+                f"({counts.get('feasible', 0)} feasible, {counts.get('failed', 0)} failed)", rows,
+                header=("", "dense", "pruned"))
+    print(f"outputs in {out_dir}: results.csv, best_policy.json, pruned_model.pt, summary.json")
+
+
+def json_short(obj: Any) -> str:
+    """A compact one-line rendering of ``obj``."""
+    import json
+
+    text = json.dumps(obj, default=str)
+    return text if len(text) < 200 else text[:197] + "..."

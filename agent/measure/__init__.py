@@ -1,0 +1,5 @@
+"""Measurement: latency on a device (and, in :mod:`.lut`, the per-device latency model)."""
+
+from .latency import LatencyConfig, LatencyStats, measure_latency, resolve_device
+
+__all__ = ["LatencyConfig", "LatencyStats", "measure_latency", "resolve_device"]

@@ -1,0 +1,9 @@
+"""Structural pruning on Torch-Pruning's dependency graph: units, importance criteria, policy application."""
+
+from .graph import PrunableUnit, PruningGraph, find_output_layer
+from .importance import IMPORTANCE_CRITERIA, check_importance, compute_importance, normalized
+
+__all__ = [
+    "IMPORTANCE_CRITERIA", "PrunableUnit", "PruningGraph", "check_importance", "compute_importance",
+    "find_output_layer", "normalized",
+]

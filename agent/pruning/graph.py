@@ -1,0 +1,332 @@
+"""The pruning graph: Torch-Pruning's DependencyGraph of the dense model, built once and reused.
+
+Every candidate policy is applied by *replaying* the pruning plan of the dense graph onto a fresh copy of
+the dense weights, calling Torch-Pruning's own pruning functions (``dep.handler``) module by module. All
+indices live in the dense model's coordinates, so a copy can be pruned without tracing it again: this keeps
+policy application to a deepcopy plus a few tensor slices.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+__all__ = ["PrunableUnit", "PruningGraph", "find_output_layer"]
+
+_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+@dataclass
+class PrunableUnit:
+    """One Torch-Pruning dependency group: channels that must be removed together."""
+
+    name: str
+    """Name of the group's first layer in forward order, e.g. ``layer2.0.conv1``."""
+    index: int
+    """Position in forward (graph) order."""
+    channels: int
+    """Prunable channels of the group (root layer's output channels)."""
+    layer_type: str
+    """``conv``, ``dwconv`` or ``linear`` (type of the root layer)."""
+    in_channels: int
+    """Input channels of the root layer."""
+    kernel: int
+    """Kernel size (product over spatial dims; 1 for linear)."""
+    stride: int
+    """Stride of the root layer (first spatial dim; 1 for linear)."""
+    members: list[str] = field(default_factory=list)
+    """Every layer whose output channels this group removes."""
+    channel_groups: int = 1
+    """Channel grouping (grouped convs): pruning keeps the groups equal-sized."""
+    macs_share: float = 0.0
+    """Share of the dense model's MACs in layers this unit touches (in or out)."""
+    params_share: float = 0.0
+    """Share of the dense model's parameters in layers this unit touches."""
+
+    def kept_channels(self, ratio: float, round_to: int | None = None) -> int:
+        """Channels kept at pruning ``ratio`` (never zero; rounded down to ``round_to`` when possible)."""
+        g = self.channel_groups
+        keep = int(np.floor(round((self.channels // g) * (1.0 - ratio), 6)))
+        if round_to and round_to > 1 and g == 1 and self.channels > round_to:
+            keep = max(round_to, keep - keep % round_to)
+        return max(1, keep) * g
+
+
+@dataclass
+class _Item:
+    target: str
+    is_param: bool
+    handler: object
+    pruning_dim: int
+    is_out: bool
+    idxs: np.ndarray
+    roots: np.ndarray
+
+
+def find_output_layer(model: nn.Module, example_input: torch.Tensor) -> str | None:
+    """Name of the classifier layer: the last conv/linear (forward order) producing the output's width."""
+    order: list[tuple[str, int]] = []
+    hooks = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, _ROOT_TYPES):
+            hooks.append(mod.register_forward_hook(
+                lambda m, i, o, n=name: order.append((n, o.shape[1] if o.dim() > 1 else o.shape[0]))))
+    try:
+        with torch.no_grad():
+            out = model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    width = out.shape[1] if out.dim() > 1 else out.shape[0]
+    for name, w in reversed(order):
+        if w == width:
+            return name
+    return None
+
+
+def _forward_order(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    order: dict[str, int] = {}
+
+    def record(name: str) -> None:
+        order.setdefault(name, len(order))
+
+    hooks = [mod.register_forward_hook(lambda m, i, o, n=name: record(n))
+             for name, mod in model.named_modules() if isinstance(mod, _ROOT_TYPES)]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+class PruningGraph:
+    """Dense-model dependency graph, prunable units and per-layer costs; applies policies to copies.
+
+    Args:
+        model: The dense model (never modified).
+        example_input: A batch-1 input used for tracing and MAC counting.
+        ignored_layers: Names of layers whose output channels must never be pruned. The classifier layer is
+            always ignored.
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, *, ignored_layers: Iterable[str] = ()) -> None:
+        self.model = model.eval()
+        self.example_input = example_input
+        self.name_of = {m: n for n, m in model.named_modules()}
+        self.output_layer = find_output_layer(model, example_input)
+        ignored_names = set(ignored_layers) | ({self.output_layer} if self.output_layer else set())
+        modules = dict(model.named_modules())
+        unknown = sorted(ignored_names - set(modules))
+        if unknown:
+            raise ValueError(f"ignored layers {unknown} are not in the model: use names from model.named_modules()")
+        self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        order = _forward_order(model, example_input)
+        ignored = [modules[n] for n in ignored_names]
+        raw = []
+        for group in self.dg.get_all_groups(ignored_layers=ignored, root_module_types=list(_ROOT_TYPES)):
+            root = group[0].dep.target.module
+            n = self.dg.get_out_channels(root)
+            if n is None or n < 2:
+                continue
+            raw.append((0, root, group))
+        self.units: list[PrunableUnit] = []
+        self.groups: dict[str, tp.dependency.Group] = {}
+        self.root_of: dict[str, str] = {}
+        self._items: dict[str, list[_Item]] = {}
+        described = []
+        for _, root, group in raw:
+            unit = self._describe(root, group)
+            # name the unit by its earliest member in forward order (TP's root choice is arbitrary)
+            unit.members.sort(key=lambda n: order.get(n, len(order)))
+            unit.name = unit.members[0] if unit.members else self.name_of[root]
+            described.append((order.get(unit.name, len(order)), unit, root, group))
+        described.sort(key=lambda d: d[0])
+        for idx, (_, unit, root, group) in enumerate(described):
+            unit.index = idx
+            self.groups[unit.name] = group
+            self.root_of[unit.name] = self.name_of[root]
+            self._items[unit.name] = self._group_items(group)
+            self.units.append(unit)
+        self.unit_by_name = {u.name: u for u in self.units}
+        self._dense_costs()
+
+    # ------------------------------------------------------------------ analysis
+    def _group_items(self, group: tp.dependency.Group) -> list[_Item]:
+        items = []
+        for it in group:
+            dep = it.dep
+            target = dep.target.module
+            if isinstance(target, nn.Parameter):
+                name, is_param = self.dg._param_to_name.get(target), True
+            else:
+                name, is_param = self.name_of.get(target), False
+            if name is None:  # Torch-Pruning's internal ops (concat, split, add...): nothing to slice
+                continue
+            items.append(_Item(name, is_param, dep.handler, dep.target.pruning_dim,
+                               self.dg.is_out_channel_pruning_fn(dep.handler),
+                               np.asarray(it.idxs, dtype=np.int64), np.asarray(it.root_idxs, dtype=np.int64)))
+        return items
+
+    def _channel_groups(self, group: tp.dependency.Group) -> int:
+        groups = [1]
+        for it in group:
+            m = it.dep.target.module
+            if not isinstance(m, nn.Module) or (isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.out_channels):
+                continue
+            pruner = self.dg.get_pruner_of_module(m)
+            if pruner is None:
+                continue
+            fn = pruner.get_out_channel_groups if self.dg.is_out_channel_pruning_fn(it.dep.handler) \
+                else pruner.get_in_channel_groups
+            g = fn(m)
+            if g and g > 1:
+                groups.append(g)
+        return max(groups)
+
+    def _describe(self, root: nn.Module, group: tp.dependency.Group) -> PrunableUnit:
+        if isinstance(root, nn.Linear):
+            kind, cin, kernel, stride = "linear", root.in_features, 1, 1
+        else:
+            kind = "dwconv" if root.groups > 1 and root.groups == root.in_channels else "conv"
+            cin, kernel, stride = root.in_channels, int(np.prod(root.kernel_size)), int(root.stride[0])
+        members = [self.name_of[it.dep.target.module] for it in group
+                   if isinstance(it.dep.target.module, _ROOT_TYPES) and self.dg.is_out_channel_pruning_fn(it.dep.handler)]
+        return PrunableUnit(self.name_of[root], 0, self.dg.get_out_channels(root), kind, cin, kernel, stride,
+                            sorted(set(members), key=members.index), self._channel_groups(group))
+
+    def _dense_costs(self) -> None:
+        macs, params, layer_macs, layer_params = tp.utils.count_ops_and_params(
+            self.model, self.example_input, layer_wise=True)
+        self.dense_macs, self.dense_params = float(macs), float(params)
+        self.layer_macs = {self.name_of[m]: float(v) for m, v in layer_macs.items() if v and m in self.name_of}
+        self.layer_params = {self.name_of[m]: float(v) for m, v in layer_params.items() if v and m in self.name_of}
+        # which units shrink which dimension of which layer: {layer: {"in"/"out": [(unit, idxs, roots)]}}
+        self._dims: dict[str, dict[str, list[tuple[str, _Item]]]] = defaultdict(lambda: {"in": [], "out": []})
+        modules = dict(self.model.named_modules())
+        for unit in self.units:
+            touched = set()
+            for it in self._items[unit.name]:
+                if it.is_param:
+                    continue
+                self._dims[it.target]["out" if it.is_out else "in"].append((unit.name, it))
+                touched.add(it.target)
+            unit.macs_share = sum(self.layer_macs.get(t, 0.0) for t in touched) / max(self.dense_macs, 1.0)
+            unit.params_share = sum(self.layer_params.get(t, 0.0) for t in touched) / max(self.dense_params, 1.0)
+        self._dim_size = {}
+        for layer in self._dims:
+            mod = modules[layer]
+            pruner = self.dg.get_pruner_of_module(mod)
+            self._dim_size[layer] = (pruner.get_in_channels(mod) if pruner else None,
+                                     pruner.get_out_channels(mod) if pruner else None)
+
+    # ------------------------------------------------------------------ planning
+    def select(self, scores: Mapping[str, torch.Tensor], ratios: Mapping[str, float],
+               round_to: int | None = None) -> dict[str, np.ndarray]:
+        """Root channels to remove per unit: the lowest-importance ones at each unit's ratio.
+
+        Args:
+            scores: Per-unit channel importance (length = unit channels).
+            ratios: Per-unit pruning ratio in [0, 1); missing units are kept whole.
+            round_to: Keep a multiple of this many channels where possible.
+
+        Returns:
+            Unit name -> sorted root indices to remove (units with nothing to remove are omitted).
+        """
+        pruned: dict[str, np.ndarray] = {}
+        for unit in self.units:
+            ratio = float(ratios.get(unit.name, 0.0))
+            if ratio <= 0.0:
+                continue
+            g = unit.channel_groups
+            size = unit.channels // g
+            keep = unit.kept_channels(ratio, round_to) // g
+            n_prune = size - keep
+            if n_prune <= 0:
+                continue
+            imp = scores[unit.name].detach().float().cpu()
+            if g > 1:
+                imp = imp.view(g, -1).mean(0)
+            order = torch.argsort(imp, stable=True)[:n_prune].numpy()
+            roots = np.concatenate([order + k * size for k in range(g)]) if g > 1 else order
+            pruned[unit.name] = np.sort(roots)
+        return pruned
+
+    def apply(self, pruned: Mapping[str, np.ndarray]) -> nn.Module:
+        """A pruned copy of the dense model: removes the given root channels of each unit.
+
+        Args:
+            pruned: Unit name -> root channel indices to remove (from :meth:`select`).
+
+        Returns:
+            A new, structurally smaller model; the dense model is untouched.
+        """
+        plan: dict[tuple[str, bool, object], tuple[_Item, set[int]]] = {}
+        for unit_name, roots in pruned.items():
+            if len(roots) == 0:
+                continue
+            if len(roots) >= self.unit_by_name[unit_name].channels:
+                raise ValueError(f"unit {unit_name!r} would lose all its channels: keep at least one")
+            for it in self._items[unit_name]:
+                sel = it.idxs[np.isin(it.roots, roots)]
+                if len(sel) == 0:
+                    continue
+                key = (it.target, it.is_param, it.handler)
+                entry = plan.setdefault(key, (it, set()))
+                entry[1].update(int(i) for i in sel)
+        pruned_model = copy.deepcopy(self.model)
+        modules = dict(pruned_model.named_modules())
+        for (target, is_param, handler), (it, idxs) in plan.items():
+            handler.__self__.pruning_dim = it.pruning_dim  # what tp's Dependency.__call__ does before the call
+            if is_param:
+                owner_name, _, attr = target.rpartition(".")
+                owner = modules[owner_name]
+                setattr(owner, attr, handler(getattr(owner, attr), sorted(idxs)))
+            else:
+                handler(modules[target], sorted(idxs))
+        return pruned_model.eval()
+
+    def predict_macs(self, pruned: Mapping[str, np.ndarray]) -> float:
+        """MACs of the model :meth:`apply` would return, from the dense per-layer counts (no model is built)."""
+        return self._predict(pruned, self.layer_macs, self.dense_macs)
+
+    def predict_params(self, pruned: Mapping[str, np.ndarray]) -> float:
+        """Parameter count of the model :meth:`apply` would return (no model is built)."""
+        return self._predict(pruned, self.layer_params, self.dense_params)
+
+    def _predict(self, pruned: Mapping[str, np.ndarray], per_layer: Mapping[str, float], dense: float) -> float:
+        modules = dict(self.model.named_modules())
+        total = dense
+        for layer, dims in self._dims.items():
+            base = per_layer.get(layer, 0.0)
+            if base == 0.0:
+                continue
+            size_in, size_out = self._dim_size[layer]
+            keep = {}
+            for side, size in (("in", size_in), ("out", size_out)):
+                removed: set[int] = set()
+                for unit_name, it in dims[side]:
+                    roots = pruned.get(unit_name)
+                    if roots is not None and len(roots):
+                        removed.update(it.idxs[np.isin(it.roots, roots)].tolist())
+                keep[side] = 1.0 - len(removed) / size if size else 1.0
+            mod = modules[layer]
+            depthwise = isinstance(mod, nn.modules.conv._ConvNd) and mod.groups > 1 and mod.groups == mod.in_channels
+            if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) and not depthwise:
+                factor = keep["in"] * keep["out"]
+            else:
+                factor = min(keep["in"], keep["out"])
+            total -= base * (1.0 - factor)
+        return total
+
+    def unit_names(self) -> list[str]:
+        """Unit names in graph order."""
+        return [u.name for u in self.units]

@@ -1,0 +1,259 @@
+"""Run a whole search: validate, build the task, search, confirm the best policy, fine-tune, save outputs.
+
+This is the programmatic entry point behind ``prunepilot search``; everything it writes goes to ``out_dir``:
+``results.csv`` (every evaluation, appended as it finishes), ``run_config.json``, ``best_policy.json``,
+``pruned_model.pt`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifacts import save_pruned_model
+from .constraints import Constraints
+from .errors import SearchFailedError, UserInputError, user_error
+from .evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
+from .results import ResultLog
+from .searchers.base import get_searcher
+from .session import SearchConfig, SearchSession
+from .storage import atomic_write_json
+from .tasks.task import Task
+from .training import TrainConfig, accuracy, train_steps
+
+__all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir", "finalize", "precheck_targets"]
+
+
+def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
+                     max_ratio: float) -> None:
+    """Fail fast (before any training) when FLOPs / params targets are out of reach at ``max_ratio``.
+
+    Uses the untrained architecture: which channels go does not change how many MACs remain.
+
+    Raises:
+        UserInputError: The targets cannot be met even with every unit pruned at ``max_ratio``.
+    """
+    if constraints.flops_target is None and constraints.params_target is None:
+        return
+    import torch
+
+    from .pruning.graph import PruningGraph
+    from .tasks.models import build_model
+
+    graph = PruningGraph(build_model(model_spec, input_shape, num_classes), torch.zeros((1, *input_shape)))
+    scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
+    plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio))
+    flops = graph.predict_macs(plan) / graph.dense_macs
+    params = graph.predict_params(plan) / graph.dense_params
+    slack = 0.95  # predictions ignore pooling / activation costs; leave the exact check to the searchers
+    issues = constraints.violations(flops_ratio=flops * slack, params_ratio=params * slack, latency_ratio=None,
+                                    latency_ms=None, acc_drop=None)
+    if issues:
+        raise UserInputError(f"target cannot be met even at max pruning (ratio {max_ratio:g} in every unit of "
+                             f"{model_spec} gives {'; '.join(issues)}): relax the target or raise --max-ratio")
+
+
+@dataclass(frozen=True)
+class FinalTuneConfig:
+    """Fine-tuning of the chosen policy after the search."""
+
+    epochs: float = 0.0
+    """Passes over the training split (0 = keep the evaluation's model)."""
+    lr: float | None = None
+    """Peak learning rate (default: 1/10 of the dense training LR)."""
+    kd_alpha: float = 0.0
+    """Knowledge-distillation weight from the dense model (0 = off)."""
+    kd_temperature: float = 4.0
+    """Distillation temperature."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.epochs) and self.epochs >= 0):
+            raise UserInputError(f"--final-epochs must be >= 0, got {self.epochs!r}: e.g. --final-epochs 5")
+        if self.lr is not None and not self.lr > 0:
+            raise UserInputError(f"--final-lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.kd_alpha <= 1:
+            raise UserInputError(f"--kd-alpha must be in [0, 1], got {self.kd_alpha!r}: e.g. --kd-alpha 0.5")
+        if self.kd_temperature <= 0:
+            raise UserInputError(f"--kd-temperature must be > 0, got {self.kd_temperature!r}")
+
+
+@dataclass
+class SearchOutcome:
+    """What a finished search returns (and writes to ``summary.json``)."""
+
+    best: EvalResult | None
+    """The confirmed best policy's evaluation (None when nothing was feasible)."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    """The content of ``summary.json``."""
+    out_dir: Path | None = None
+    """Where the outputs are."""
+
+
+def check_output_dir(out_dir: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> Path:
+    """Make sure ``out_dir`` is writable and will not silently clobber an earlier search.
+
+    Raises:
+        UserInputError: Not writable, or it holds a search and neither ``resume`` nor ``overwrite`` was given.
+    """
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise user_error("--out is a file, not a directory:", str(out), "pass a directory path")
+    if (out / "results.csv").exists() and not (resume or overwrite):
+        raise user_error("output directory already holds a search:", str(out),
+                         "pass --resume to continue it, --overwrite to start over, or another --out")
+    if resume and overwrite:
+        raise user_error("--resume and --overwrite conflict, got both for", str(out), "pass only one of them")
+    probe_dir = out
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise user_error("output directory is not writable:", str(out), "choose a writable --out")
+    return out
+
+
+def _result_dict(r: EvalResult) -> dict[str, Any]:
+    return {
+        "status": r.status, "accuracy": r.accuracy, "dense_accuracy": r.dense_accuracy, "acc_drop": r.acc_drop,
+        "flops_ratio": r.flops_ratio, "params_ratio": r.params_ratio, "macs": r.macs, "params": r.params,
+        "latency_ms": r.latency_ms, "latency_ratio": r.latency_ratio, "latency_pred_ms": r.latency_pred_ms,
+        "peak_mem_mb": r.peak_mem_mb, "model_mb": r.model_mb, "feasible": r.feasible, "reason": r.reason,
+        "kept_channels": r.kept_channels, "wall_s": r.wall_s,
+    }
+
+
+def _ranked_candidates(session: SearchSession) -> list[EvalResult]:
+    seen, ranked = set(), []
+    for r in sorted((r for r in session.results() if r.ok and r.feasible),
+                    key=lambda r: (-round(r.accuracy, 6), r.flops_ratio)):
+        if r.policy.key() not in seen:
+            seen.add(r.policy.key())
+            ranked.append(r)
+    return ranked
+
+
+def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, confirm_tries: int = 3,
+             extra_summary: dict[str, Any] | None = None) -> SearchOutcome:
+    """Confirm the best feasible policy by a fresh measurement, fine-tune it, and write every output file.
+
+    Candidates are tried in order of accuracy; the first whose re-measured cost still meets the targets is
+    kept, so the reported policy always meets its latency target by measurement.
+    """
+    task, settings = session.task, session.settings
+    counts = session.summary_counts()
+    ok = [r for r in session.results() if r.ok]
+    summary: dict[str, Any] = {
+        "method": session.config.method, "task": dataclasses.asdict(task.spec), "task_fingerprint": task.fingerprint,
+        "constraints": session.constraints.to_dict(), "counts": counts, "units": session.unit_names,
+        "dense": dataclasses.asdict(get_engine(task).dense(settings)) if ok else None,
+        "wall_s": round(time.monotonic() - session.started, 3), **(extra_summary or {}),
+    }
+    if not ok:
+        atomic_write_json(out_dir / "summary.json", {**summary, "feasible": False, "best": None})
+        reasons = sorted({r.reason for r in session.results()})[:3]
+        raise SearchFailedError(f"every one of the {counts['total']} evaluations failed (e.g. {reasons}); "
+                                f"see {out_dir / 'results.csv'}")
+    chosen, model, confirmed = None, None, []
+    for cand in _ranked_candidates(session)[:confirm_tries]:
+        res, mdl = evaluate_policy(task, cand.policy, settings=settings, constraints=session.constraints,
+                                   return_model=True)
+        confirmed.append({"policy_key": cand.policy.key(), "feasible": res.feasible, "reason": res.reason,
+                          "latency_ms": res.latency_ms})
+        if res.ok and res.feasible:
+            chosen, model = res, mdl
+            break
+    summary["confirmation"] = confirmed
+    if chosen is None:
+        closest = min(ok, key=lambda r: (len(r.reason.split(";")) if r.reason else 0, -r.accuracy))
+        summary.update(feasible=False, best=None, closest=_result_dict(closest),
+                       closest_policy=closest.policy.to_dict())
+        atomic_write_json(out_dir / "summary.json", summary)
+        return SearchOutcome(None, summary, out_dir)
+    engine = get_engine(task)
+    removed = engine.plan(chosen.policy, settings)
+    final_metrics: dict[str, Any] = {}
+    if final.epochs > 0:
+        steps = max(1, int(final.epochs * len(task.data.train) // settings.finetune_batch))  # type: ignore[arg-type]
+        lr = final.lr or float(task.meta.get("lr", 0.05)) / 10
+        dev = settings.device
+        teacher = task.model.to(dev) if final.kd_alpha > 0 else None
+        t0 = time.monotonic()
+        train_steps(model.to(dev), task.data.train, device=dev, teacher=teacher,
+                    config=TrainConfig(steps=steps, lr=lr, batch_size=settings.finetune_batch, seed=settings.seed,
+                                       kd_alpha=final.kd_alpha, kd_temperature=final.kd_temperature))
+        task.model.to("cpu")
+        final_metrics = {"epochs": final.epochs, "steps": steps, "lr": lr, "kd_alpha": final.kd_alpha,
+                         "wall_s": round(time.monotonic() - t0, 3)}
+    dev = settings.device
+    final_metrics["val_accuracy"] = accuracy(model.to(dev), task.data.val, device=dev)
+    final_metrics["test_accuracy"] = accuracy(model, task.data.test, device=dev)
+    final_metrics["dense_val_accuracy"] = accuracy(task.model.to(dev), task.data.val, device=dev)
+    final_metrics["dense_test_accuracy"] = accuracy(task.model, task.data.test, device=dev)
+    task.model.to("cpu")
+    model.to("cpu")
+    best = _result_dict(chosen)
+    policy = chosen.policy.to_dict()
+    save_pruned_model(out_dir / "pruned_model.pt", task=task, model=model, removed=removed, policy=policy,
+                      metrics={**best, "final": final_metrics})
+    atomic_write_json(out_dir / "best_policy.json", {"policy": policy, "metrics": best, "final": final_metrics})
+    summary.update(feasible=True, best=best, best_policy=policy, final=final_metrics,
+                   outputs=["results.csv", "best_policy.json", "pruned_model.pt", "summary.json"])
+    atomic_write_json(out_dir / "summary.json", summary)
+    return SearchOutcome(chosen, summary, out_dir)
+
+
+def _write_run_config(out_dir: Path, *, task: Task, constraints: Constraints, settings: EvalSettings,
+                      config: SearchConfig, resume: bool) -> None:
+    path = out_dir / "run_config.json"
+    current = {"task": dataclasses.asdict(task.spec), "task_fingerprint": task.fingerprint,
+               "method": config.method, "constraints": constraints.to_dict(),
+               "settings": json.loads(json.dumps(dataclasses.asdict(settings), default=str)),
+               "config": json.loads(json.dumps(dataclasses.asdict(config), default=str))}
+    if resume and path.exists():
+        before = json.loads(path.read_text())
+        for key in ("task_fingerprint", "method", "constraints"):
+            if before.get(key) != current[key]:
+                raise user_error(f"--resume with a different {key} than the run in", str(out_dir),
+                                 f"it was {before.get(key)!r}, now {current[key]!r}: rerun with the same settings "
+                                 "or use another --out")
+    atomic_write_json(path, current)
+
+
+def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Constraints, settings: EvalSettings,
+               config: SearchConfig, final: FinalTuneConfig | None = None, resume: bool = False,
+               overwrite: bool = False, progress: bool = False) -> SearchOutcome:
+    """Search for a policy and write the outputs.
+
+    Args:
+        task: The dense model and data.
+        out_dir: Output directory.
+        constraints: Cost targets and accuracy budget.
+        settings: How each candidate is evaluated.
+        config: Method, budget and shared searcher settings.
+        final: Fine-tuning of the chosen policy.
+        resume: Continue the search logged in ``out_dir`` (finished evaluations are not re-run).
+        overwrite: Replace an earlier search in ``out_dir``.
+        progress: Show a progress bar.
+
+    Returns:
+        The outcome (best result and the summary).
+    """
+    out = check_output_dir(out_dir, resume=resume, overwrite=overwrite)
+    searcher_cls = get_searcher(config.method)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_run_config(out, task=task, constraints=constraints, settings=settings, config=config, resume=resume)
+    log = ResultLog.open(out / "results.csv", resume=resume)
+    session = SearchSession(task=task, constraints=constraints, settings=settings, config=config, log=log,
+                            progress=progress, output_dir=out)
+    searcher = searcher_cls()
+    try:
+        searcher.run(session)
+    finally:
+        session.close()
+    return finalize(session, out_dir=out, final=final or FinalTuneConfig(),
+                    extra_summary={"searcher": searcher.describe(), "resumed_trials": session.resumed})

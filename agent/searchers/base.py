@@ -1,0 +1,57 @@
+"""The searcher interface and registry.
+
+A searcher proposes policies and reads :class:`~agent.evaluation.EvalResult` objects through a
+:class:`~agent.session.SearchSession`; it never touches model weights. Searchers are registered by name
+(the CLI's ``--method``); heavy ones (Optuna, RL, Ray) are imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from ..errors import user_error
+from ..session import SearchSession
+
+__all__ = ["Searcher", "SEARCHERS", "get_searcher", "searcher_names"]
+
+
+class Searcher(ABC):
+    """Base class of every policy searcher."""
+
+    name: ClassVar[str] = ""
+    """Registry name (``--method``)."""
+
+    @abstractmethod
+    def run(self, session: SearchSession) -> None:
+        """Propose and evaluate policies through ``session`` until done or out of budget."""
+
+    def describe(self) -> str:
+        """One line for logs and summaries."""
+        return self.name
+
+
+SEARCHERS: dict[str, str] = {
+    "uniform": "agent.searchers.baselines:UniformSearcher",
+    "global": "agent.searchers.baselines:GlobalSearcher",
+    "greedy": "agent.searchers.baselines:GreedySearcher",
+}
+"""Registry: name -> ``module:Class`` (imported lazily)."""
+
+
+def searcher_names() -> list[str]:
+    """Registered searcher names."""
+    return list(SEARCHERS)
+
+
+def get_searcher(name: str) -> type[Searcher]:
+    """The searcher class registered as ``name``.
+
+    Raises:
+        UserInputError: Unknown name.
+    """
+    if name not in SEARCHERS:
+        raise user_error("unknown method", name, f"choose one of {', '.join(SEARCHERS)}")
+    module_name, _, cls_name = SEARCHERS[name].partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)

@@ -1,0 +1,225 @@
+"""Baseline searchers: uniform (bisected), Torch-Pruning global pruning, sensitivity-guided greedy."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch_pruning as tp
+
+from ..errors import UserInputError
+from ..session import BudgetExhausted, CostProbe, SearchSession
+from .base import Searcher
+
+__all__ = ["UniformSearcher", "GlobalSearcher", "GreedySearcher", "global_pruning_ratios"]
+
+
+def _cost_probe(session: SearchSession, ratios_of: callable) -> callable:  # type: ignore[valid-type]
+    """Memoised ``ratio -> CostProbe`` of the policy ``ratios_of(ratio)``."""
+    memo: dict[float, CostProbe] = {}
+
+    def cost(r: float) -> CostProbe:
+        key = round(r, 9)
+        if key not in memo:
+            memo[key] = session.probe(session.make_policy(ratios_of(r)))
+        return memo[key]
+
+    return cost
+
+
+def _accuracy_bisect(session: SearchSession, ratios_of: callable, note: str) -> None:  # type: ignore[valid-type]
+    """Without a cost target: the largest ratio whose accuracy drop stays within ``max_acc_drop``."""
+    if session.constraints.max_acc_drop is None:
+        raise UserInputError(
+            f"method {session.config.method!r} needs a target, got none: pass --flops-target, --params-target, "
+            "--latency-target or --max-acc-drop")
+    lo, hi = session.config.min_ratio, session.config.max_ratio
+    try:
+        top = session.evaluate(session.make_policy(ratios_of(hi)), note=f"{note} r={hi:.4f}")
+        if top.ok and top.feasible:
+            return
+        while not session.should_stop() and hi - lo > 1e-3:
+            mid = (lo + hi) / 2
+            res = session.evaluate(session.make_policy(ratios_of(mid)), note=f"{note} r={mid:.4f}")
+            lo, hi = (mid, hi) if (res.ok and res.feasible) else (lo, mid)
+    except BudgetExhausted:
+        return
+
+
+class UniformSearcher(Searcher):
+    """The same ratio in every unit, bisected to the smallest ratio that meets the cost targets."""
+
+    name = "uniform"
+
+    def run(self, session: SearchSession) -> None:  # noqa: D102
+        units = session.unit_names
+
+        def ratios_of(r: float) -> dict[str, float]:
+            return dict.fromkeys(units, r)
+
+        if not session.constraints.has_cost_target:
+            _accuracy_bisect(session, ratios_of, "uniform")
+            return
+        r = session.min_ratio_meeting(_cost_probe(session, ratios_of))
+        session.evaluate(session.make_policy(ratios_of(r)), note=f"uniform r={r:.4f}")
+
+
+class _CachedImportance(tp.importance.Importance):
+    """Serves the engine's cached per-unit scores to a Torch-Pruning pruner working on a copy of the model."""
+
+    def __init__(self, scores: Mapping[str, torch.Tensor], unit_of_root: Mapping[str, str],
+                 name_of: Mapping[torch.nn.Module, str]) -> None:
+        self.scores, self.unit_of_root, self.name_of = scores, unit_of_root, name_of
+
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
+        unit = self.unit_of_root.get(self.name_of.get(group[0].dep.target.module, ""))
+        if unit is None:
+            return None
+        s = self.scores[unit]
+        # tp normalises group scores by their mean before global ranking (MagnitudeImportance's default)
+        return s / s.mean().clamp_min(1e-12)
+
+
+def global_pruning_ratios(session: SearchSession, pruning_ratio: float) -> dict[str, float]:
+    """Per-unit ratios chosen by Torch-Pruning's global pruning (``BasePruner(global_pruning=True)``).
+
+    The pruner ranks every channel of every unit together by (mean-normalised) importance and removes the
+    lowest ``pruning_ratio`` share; the per-unit ratios it ends up with become the policy.
+    """
+    engine = session.engine
+    graph = engine.graph
+    model = copy.deepcopy(graph.model)
+    name_of = {m: n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
+    scores = engine.importance(session.config.importance, session.settings)
+    unit_of_root = {root: unit for unit, root in graph.root_of.items()}
+    ignored = [modules[graph.output_layer]] if graph.output_layer else []
+    pruner = tp.pruner.BasePruner(
+        model, session.task.example_input(), importance=_CachedImportance(scores, unit_of_root, name_of),
+        global_pruning=True, pruning_ratio=pruning_ratio, max_pruning_ratio=session.config.max_ratio,
+        ignored_layers=ignored, round_to=session.config.round_to)
+    pruner.step()
+    # Torch-Pruning refuses a group whose every channel falls under the global threshold (it would vanish);
+    # such a unit is as unimportant as it gets, so it is pruned at the cap instead of left whole.
+    normed = {u: s / s.mean().clamp_min(1e-12) for u, s in scores.items()}
+    flat = torch.cat(list(normed.values()))
+    n_prune = len(flat) - int(len(flat) * (1 - pruning_ratio))
+    threshold = torch.kthvalue(flat, n_prune).values if n_prune > 0 else None
+    ratios = {}
+    for unit in graph.units:
+        kept = pruner.DG.get_out_channels(modules[graph.root_of[unit.name]])
+        ratio = 1.0 - kept / unit.channels
+        if threshold is not None and kept == unit.channels and bool((normed[unit.name] <= threshold).all()):
+            ratio = session.config.max_ratio
+        ratios[unit.name] = min(session.config.max_ratio, ratio)
+    return ratios
+
+
+class GlobalSearcher(Searcher):
+    """Torch-Pruning global pruning with the chosen importance, its global ratio bisected to meet the target."""
+
+    name = "global"
+
+    def run(self, session: SearchSession) -> None:  # noqa: D102
+        memo: dict[float, dict[str, float]] = {}
+
+        def ratios_of(r: float) -> dict[str, float]:
+            key = round(r, 9)
+            if key not in memo:
+                memo[key] = global_pruning_ratios(session, r) if r > 0 else dict.fromkeys(session.unit_names, 0.0)
+            return memo[key]
+
+        if not session.constraints.has_cost_target:
+            _accuracy_bisect(session, ratios_of, "global")
+            return
+        r = session.min_ratio_meeting(_cost_probe(session, ratios_of), lo=0.0, hi=0.99)
+        session.evaluate(session.make_policy(ratios_of(r)), note=f"global tp ratio={r:.4f}")
+
+
+class GreedySearcher(Searcher):
+    """Sensitivity-guided greedy (NetAdapt-like).
+
+    Starting from the dense model, repeatedly raise by ``step`` the ratio of the unit with the smallest
+    estimated accuracy loss per unit of cost saved (loss from the measured sensitivity curves, cost from the
+    FLOPs / params / latency predictions), until the cost targets are met; then evaluate. With only an
+    accuracy budget, it keeps pruning while the evaluated accuracy drop stays within it.
+    """
+
+    name = "greedy"
+
+    def __init__(self, step: float = 0.05) -> None:
+        self.step = step
+
+    def _cost(self, session: SearchSession, probe: CostProbe) -> float:
+        c = session.constraints
+        terms = []
+        if c.flops_target is not None or not c.has_cost_target:
+            terms.append(probe.flops_ratio / (c.flops_target or 1.0))
+        if c.params_target is not None:
+            terms.append(probe.params_ratio / c.params_target)
+        if c.latency_target is not None:
+            lat = probe.latency_ratio if probe.latency_ratio is not None else probe.flops_ratio
+            target = c.latency_target.value if c.latency_target.unit == "ratio" else \
+                c.latency_target.as_ratio(session.engine.dense(session.settings).latency_ms or 1.0)
+            terms.append(lat / target)
+        return max(terms)
+
+    def run(self, session: SearchSession) -> None:  # noqa: D102
+        profile = session.sensitivity()
+        units = session.unit_names
+        hi = session.config.max_ratio
+        ratios = dict.fromkeys(units, session.config.min_ratio)
+        checkpoints: list[dict[str, float]] = []
+        current = self._cost(session, session.predict(session.make_policy(ratios)))
+        while True:
+            meets = session.meets_cost(session.predict(session.make_policy(ratios)))
+            if session.constraints.has_cost_target and meets:
+                exact = session.probe(session.make_policy(ratios))
+                if session.meets_cost(exact):
+                    break
+            best_unit, best_score, best_cost = None, np.inf, current
+            for u in units:
+                if ratios[u] + 1e-9 >= hi:
+                    continue
+                trial = dict(ratios)
+                trial[u] = min(hi, ratios[u] + self.step)
+                cost = self._cost(session, session.predict(session.make_policy(trial)))
+                saved = current - cost
+                if saved <= 1e-9:
+                    continue
+                loss = max(profile.drop(u, trial[u]) - profile.drop(u, ratios[u]), 0.0) + 1e-3
+                if loss / saved < best_score:
+                    best_unit, best_score, best_cost = u, loss / saved, cost
+            if best_unit is None:
+                if session.constraints.has_cost_target:
+                    raise session.unreachable(session.probe(session.make_policy(ratios)), hi)
+                break
+            ratios[best_unit] = min(hi, ratios[best_unit] + self.step)
+            current = best_cost
+            checkpoints.append(dict(ratios))
+            if not session.constraints.has_cost_target and len(checkpoints) > 200:
+                break
+        try:
+            if session.constraints.has_cost_target:
+                session.evaluate(session.make_policy(ratios), note=f"greedy steps={len(checkpoints)}")
+            else:
+                self._accuracy_walk(session, checkpoints)
+        except BudgetExhausted:
+            return
+
+    def _accuracy_walk(self, session: SearchSession, path: list[dict[str, float]]) -> None:
+        """Bisect along the greedy path for the deepest point within the accuracy budget."""
+        if session.constraints.max_acc_drop is None:
+            raise UserInputError(
+                "method 'greedy' needs a target, got none: pass --flops-target, --params-target, "
+                "--latency-target or --max-acc-drop")
+        lo, hi = 0, len(path) - 1
+        while lo <= hi and not session.should_stop():
+            mid = (lo + hi) // 2
+            res = session.evaluate(session.make_policy(path[mid]), note=f"greedy step {mid + 1}/{len(path)}")
+            if res.ok and res.feasible:
+                lo = mid + 1
+            else:
+                hi = mid - 1

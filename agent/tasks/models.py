@@ -1,0 +1,243 @@
+"""Built-in model zoo and model-spec parsing.
+
+A *model spec* is a string: a built-in name (``cnn1d``, ``mlp``, ``lenet``, ``resnet20``, ``resnet56``),
+``tv:<name>`` for any torchvision classification model, or ``package.module:factory`` for a user model.
+Every factory takes the per-sample input shape and the number of classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import user_error
+
+__all__ = ["MODELS", "build_model", "model_names", "check_model_spec", "CNN1D", "MLP", "LeNet", "CifarResNet"]
+
+
+class _ConvBN1d(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv1d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False), nn.BatchNorm1d(cout),
+        ]
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class _ResBlock1d(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv_a = _ConvBN1d(channels, channels, 3)
+        self.conv_b = _ConvBN1d(channels, channels, 3, relu=False)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(x + self.conv_b(self.conv_a(x)))
+
+
+class CNN1D(nn.Module):
+    """Small residual 1-D CNN for MNIST-1D (the default model): stem, two stages with a residual block each."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        self.stem = _ConvBN1d(in_channels, width, 5)
+        self.down1 = _ConvBN1d(width, 2 * width, 3, stride=2)
+        self.block1 = _ResBlock1d(2 * width)
+        self.down2 = _ConvBN1d(2 * width, 4 * width, 3, stride=2)
+        self.block2 = _ResBlock1d(4 * width)
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of ``x`` (shape ``[N, C, L]``)."""
+        x = self.block2(self.down2(self.block1(self.down1(self.stem(x)))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron (``in-256-128-classes``) for any input shape; the input is flattened."""
+
+    def __init__(self, in_features: int, num_classes: int = 10, hidden: tuple[int, ...] = (256, 128)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = in_features
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.ReLU(inplace=True)]
+            prev = h
+        layers.append(nn.Linear(prev, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of ``x`` (any shape; flattened)."""
+        return self.net(x)
+
+
+class LeNet(nn.Module):
+    """LeNet-5 style CNN for small 2-D images (any size >= 8x8, any channel count)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(4),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 16, 120), nn.ReLU(inplace=True), nn.Linear(120, 84), nn.ReLU(inplace=True),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of ``x`` (shape ``[N, C, H, W]``)."""
+        return self.classifier(self.features(x))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """CIFAR-style ResNet (He et al. 2016): 3 stages of 16/32/64 channels, ``depth = 6n + 2``."""
+
+    def __init__(self, depth: int = 20, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        assert (depth - 2) % 6 == 0, "CIFAR ResNet depth must be 6n+2"
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        layers, cin = [], 16
+        for i, cout in enumerate((16, 32, 64)):
+            blocks = []
+            for j in range(n):
+                blocks.append(_BasicBlock(cin, cout, 2 if (j == 0 and i > 0) else 1))
+                cin = cout
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of ``x`` (shape ``[N, C, H, W]``)."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
+
+MODELS: dict[str, ModelFactory] = {
+    "cnn1d": lambda shape, k: CNN1D(in_channels=shape[0], num_classes=k),
+    "mlp": lambda shape, k: MLP(math.prod(shape), num_classes=k),
+    "lenet": lambda shape, k: LeNet(in_channels=shape[0], num_classes=k),
+    "resnet20": lambda shape, k: CifarResNet(20, in_channels=shape[0], num_classes=k),
+    "resnet56": lambda shape, k: CifarResNet(56, in_channels=shape[0], num_classes=k),
+}
+"""Registry of built-in models: name -> ``factory(input_shape, num_classes)``."""
+
+
+def model_names() -> list[str]:
+    """All accepted model spec forms."""
+    return [*MODELS, "tv:<torchvision name>", "package.module:factory"]
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
+def check_model_spec(spec: str) -> None:
+    """Raise a :class:`~agent.errors.UserInputError` unless ``spec`` names a buildable model."""
+    if spec in MODELS:
+        return
+    if spec.startswith("tv:"):
+        if spec[3:] not in _torchvision_names():
+            raise user_error(
+                "unknown torchvision model", spec,
+                "use a classification model from torchvision.models.list_models(), e.g. tv:resnet18",
+            )
+        return
+    if ":" in spec and not spec.startswith(":"):
+        _import_factory(spec)
+        return
+    raise user_error("unknown model", spec, f"choose one of {', '.join(model_names())}")
+
+
+def _import_factory(spec: str) -> Callable[..., nn.Module]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise user_error("cannot import the module of model", spec, f"make {module_name!r} importable ({exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise user_error("model factory not found", spec, f"define a callable {attr!r} in {module_name}")
+    return factory
+
+
+def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Swap a torchvision model's first conv for one taking ``in_channels`` (e.g. grayscale)."""
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            if mod.in_channels == in_channels:
+                return
+            new = nn.Conv2d(in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
+                            mod.dilation, mod.groups, mod.bias is not None)
+            parent = model
+            *path, last = name.split(".")
+            for p in path:
+                parent = getattr(parent, p)
+            setattr(parent, last, new)
+            return
+
+
+def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build an (untrained) model from its spec.
+
+    Args:
+        spec: Built-in name, ``tv:<name>`` or ``package.module:factory``.
+        input_shape: Per-sample input shape, e.g. ``(1, 40)``.
+        num_classes: Number of output classes.
+
+    Returns:
+        The model in eval mode on the CPU.
+    """
+    check_model_spec(spec)
+    if spec in MODELS:
+        model = MODELS[spec](tuple(input_shape), num_classes)
+    elif spec.startswith("tv:"):
+        import torchvision
+
+        model = torchvision.models.get_model(spec[3:], weights=None, num_classes=num_classes)
+        _adapt_first_conv(model, input_shape[0])
+    else:
+        factory = _import_factory(spec)
+        params = inspect.signature(factory).parameters
+        kwargs: dict[str, object] = {}
+        if "num_classes" in params:
+            kwargs["num_classes"] = num_classes
+        if "input_shape" in params:
+            kwargs["input_shape"] = tuple(input_shape)
+        model = factory(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise user_error("model factory did not return an nn.Module:", spec, "return a torch.nn.Module")
+    return model.eval()

@@ -1,0 +1,155 @@
+"""End-to-end CLI runs (as a user would) and the bad-input table (exit 2, one line, nothing written)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from agent.artifacts import load_pruned_model
+from agent.cli import main
+
+from ..conftest import REPO
+
+
+def _run(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "agent.cli.main", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_plain_search_runs_end_to_end(tmp_path, tiny_task):
+    out = tmp_path / "run"
+    r = _run("search", "--out", str(out), "--train-epochs", "3", "--final-epochs", "0.5", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "best of" in r.stdout and "pruned" in r.stdout
+    for name in ("results.csv", "best_policy.json", "pruned_model.pt", "summary.json", "run_config.json"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["feasible"] and summary["best"]["flops_ratio"] <= 0.5
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    for col in ("trial", "method", "ratios", "flops_ratio", "params_ratio", "latency_ms", "latency_ratio",
+                "accuracy", "acc_drop", "feasible", "wall_s"):
+        assert col in header
+    model = load_pruned_model(out / "pruned_model.pt")
+    assert model(torch.randn(2, 1, 40)).shape == (2, 10)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == pytest.approx(summary["best"]["params"])
+    assert summary["final"]["test_accuracy"] > 50
+
+
+def test_uniform_lands_near_half_flops_and_is_faster(tmp_path, tiny_checkpoint):
+    out = tmp_path / "u"
+    r = _run("search", "--method", "uniform", "--flops-target", "0.5", "--checkpoint", str(tiny_checkpoint),
+             "--out", str(out), "--final-epochs", "0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    best = json.loads((out / "summary.json").read_text())["best"]
+    assert 0.47 <= best["flops_ratio"] <= 0.5
+    assert best["params_ratio"] < 0.6
+    assert best["latency_ratio"] < 0.95
+
+
+def test_train_then_sensitivity(tmp_path):
+    r = _run("train", "--dataset", "digits", "--model", "lenet", "--epochs", "2", "--out", str(tmp_path / "t"),
+             "--quiet")
+    assert r.returncode == 0, r.stderr
+    ckpt = tmp_path / "t" / "dense.pt"
+    assert json.loads((tmp_path / "t" / "train.json").read_text())["model"] == "lenet"
+    r = _run("sensitivity", "--checkpoint", str(ckpt), "--out", str(tmp_path / "s"), "--ratios", "0.3,0.6",
+             "--latency-batch", "8", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s" / "sensitivity.csv").exists() and (tmp_path / "s" / "sensitivity.png").exists()
+
+
+def test_resume_does_not_rerun_finished_trials(tmp_path, tiny_checkpoint):
+    out = tmp_path / "r"
+    args = ["search", "--method", "uniform", "--flops-target", "0.5", "--checkpoint", str(tiny_checkpoint),
+            "--out", str(out), "--final-epochs", "0", "--quiet", "--no-latency"]
+    assert _run(*args).returncode == 0
+    rows = (out / "results.csv").read_text().splitlines()
+    r = _run(*args)
+    assert r.returncode == 2 and "--resume" in r.stderr  # refuses to clobber
+    assert _run(*args, "--resume").returncode == 0
+    assert (out / "results.csv").read_text().splitlines() == rows
+
+
+BAD_INPUTS = [
+    (["search", "--model", "resnet7"], "resnet7"),
+    (["search", "--dataset", "imagenet21k"], "imagenet21k"),
+    (["search", "--importance", "l7"], "l7"),
+    (["search", "--method", "annealing"], "annealing"),
+    (["search", "--flops-target", "1.5"], "1.5"),
+    (["search", "--flops-target", "0"], "--flops-target"),
+    (["search", "--flops-target", "0.001"], "cannot be met"),
+    (["search", "--latency-target", "12 parsecs"], "12 parsecs"),
+    (["search", "--latency-target=-3ms"], "-3ms"),
+    (["search", "--flops-target", "half"], "half"),
+    (["search", "--unknown-flag"], "--unknown-flag"),
+    (["search", "--max-acc-drop", "-1"], "-1"),
+    (["search", "--max-ratio", "1.0"], "max=1.0"),
+    (["search", "--trials", "0"], "--trials"),
+    (["search", "--dataset", "cifar10"], "--data-root"),
+    (["search", "--dataset", "cifar10", "--data-root", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["search", "--checkpoint", "/nonexistent/dense.pt"], "/nonexistent/dense.pt"),
+    (["search", "--device", "cuda:7"], "cuda"),
+    (["search", "--device", "tpu"], "tpu"),
+    (["search", "--round-to", "0"], "round_to"),
+    (["search", "--latency-target", "0.5", "--no-latency"], "--no-latency"),
+    (["search", "--resume", "--overwrite"], "--resume"),
+    (["search", "--model", "nosuchpkg.mod:factory"], "nosuchpkg"),
+    (["search", "--final-epochs", "-1"], "--final-epochs"),
+    (["search", "--kd-alpha", "2"], "--kd-alpha"),
+    (["search", "--latency-batch", "0"], "latency batch"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["sensitivity", "--ratios", "0.5,1.5"], "1.5"),
+    (["evaluate", "--policy", "/nonexistent/policy.json"], "policy.json"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_a_clear_message(argv, needle, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main([*argv, "--out", str(out)] if argv[0] != "evaluate" else argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("prunepilot: error: ") and needle in err, err
+    assert err.count("\n") == 1, "one line, no traceback"
+    assert not out.exists() or not any(out.iterdir()), "bad input must not leave partial output"
+
+
+def test_wrong_shape_checkpoint(tmp_path, tiny_checkpoint, capsys):
+    code = main(["search", "--checkpoint", str(tiny_checkpoint), "--model", "resnet20", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not match model 'resnet20'" in err
+
+
+def test_malformed_policy_file(tmp_path, tiny_checkpoint, capsys):
+    bad = tmp_path / "p.json"
+    bad.write_text('{"ratios": {"stem.0": 2.0}}')
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--policy", str(bad)]) == 2
+    assert "[0, 1)" in capsys.readouterr().err
+    bad.write_text('{"ratios": {"nosuchlayer": 0.5}}')
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--policy", str(bad)]) == 2
+    assert "nosuchlayer" in capsys.readouterr().err
+
+
+def test_non_writable_output_dir(tmp_path, capsys, monkeypatch):
+    import agent.search
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    # root ignores permission bits, so the filesystem's answer is simulated for the directory under test
+    real_access = os.access
+    monkeypatch.setattr(agent.search.os, "access",
+                        lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    assert main(["search", "--out", str(locked / "x")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert not (locked / "x").exists()
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["search", "--out", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+
+from agent.constraints import Constraints, LatencyTarget
+from agent.evaluation import EvalSettings, evaluate_policy, get_engine
+from agent.policy import Policy
+
+
+def test_zero_policy_reproduces_dense_metrics(tiny_task, fast_settings):
+    engine = get_engine(tiny_task)
+    dense = engine.dense(fast_settings)
+    res = evaluate_policy(tiny_task, Policy.uniform(engine.graph.unit_names(), 0.0), settings=fast_settings)
+    assert res.ok and res.accuracy == dense.accuracy and res.acc_drop == 0.0
+    assert res.flops_ratio == pytest.approx(1.0) and res.params_ratio == pytest.approx(1.0)
+    assert 0.5 < res.latency_ratio < 2.0  # same model, timing noise only
+
+
+def test_pruned_policy_is_smaller_and_reports_everything(tiny_task, fast_settings):
+    names = get_engine(tiny_task).graph.unit_names()
+    res = evaluate_policy(tiny_task, Policy.uniform(names, 0.5), settings=fast_settings,
+                          constraints=Constraints(flops_target=0.3))
+    assert res.ok and res.flops_ratio < 0.3 and res.params_ratio < 0.3
+    assert res.latency_ms > 0 and res.latency_ratio is not None
+    assert 0 <= res.accuracy <= 100 and res.acc_drop == pytest.approx(res.dense_accuracy - res.accuracy)
+    assert res.feasible and res.reason == ""
+    assert set(res.times) >= {"apply", "finetune", "score", "measure", "total"}
+    assert res.kept_channels["stem.0"] == 16
+    assert res.model_mb > 0
+
+
+def test_constraints_mark_infeasible_with_reasons(tiny_task, fast_settings):
+    names = get_engine(tiny_task).graph.unit_names()
+    c = Constraints(flops_target=0.2, latency_target=LatencyTarget(1e-6, "ms"), max_acc_drop=0.0)
+    res = evaluate_policy(tiny_task, Policy.uniform(names, 0.3), settings=fast_settings, constraints=c)
+    assert not res.feasible
+    assert "FLOPs" in res.reason and "latency" in res.reason
+
+
+def test_short_finetune_recovers_accuracy_and_reports_chunks(tiny_task, fast_settings):
+    names = get_engine(tiny_task).graph.unit_names()
+    policy = Policy.uniform(names, 0.6)
+    no_ft = evaluate_policy(tiny_task, policy, settings=EvalSettings(measure_latency=False, bn_recalibration_batches=0))
+    seen = []
+    settings = EvalSettings(measure_latency=False, finetune_steps=60, finetune_chunks=3)
+    ft = evaluate_policy(tiny_task, policy, settings=settings, on_chunk=lambda c, a: seen.append((c, a)))
+    assert [c for c, _ in seen] == [0, 1, 2] and len(ft.intermediate) == 3
+    assert ft.accuracy == seen[-1][1]
+    assert ft.accuracy > no_ft.accuracy + 5
+
+
+def test_bn_recalibration_helps_without_finetune(tiny_task):
+    names = get_engine(tiny_task).graph.unit_names()
+    policy = Policy.uniform(names, 0.4)
+    raw = evaluate_policy(tiny_task, policy, settings=EvalSettings(measure_latency=False, bn_recalibration_batches=0))
+    recal = evaluate_policy(tiny_task, policy, settings=EvalSettings(measure_latency=False))
+    assert recal.accuracy > raw.accuracy
+
+
+def test_evaluation_is_deterministic_and_leaves_dense_model_alone(tiny_task):
+    names = get_engine(tiny_task).graph.unit_names()
+    x = tiny_task.example_input(4)
+    before = tiny_task.model(x)
+    s = EvalSettings(measure_latency=False, finetune_steps=20)
+    a = evaluate_policy(tiny_task, Policy.uniform(names, 0.3, importance="taylor"), settings=s)
+    b = evaluate_policy(tiny_task, Policy.uniform(names, 0.3, importance="taylor"), settings=s)
+    assert a.accuracy == b.accuracy and a.kept_channels == b.kept_channels
+    assert torch.equal(tiny_task.model(x), before)
+
+
+def test_return_model_gives_the_pruned_network(tiny_task):
+    names = get_engine(tiny_task).graph.unit_names()
+    res, model = evaluate_policy(tiny_task, Policy.uniform(names, 0.5), settings=EvalSettings(measure_latency=False),
+                                 return_model=True)
+    assert sum(p.numel() for p in model.parameters()) == res.params
+    assert math.isfinite(res.accuracy)
