@@ -215,8 +215,11 @@ class PruningEngine:
         return float(self.latency_model.predict(self.kept_channels(self.plan(policy, settings))))
 
     def attach_latency_model(self, settings: EvalSettings, *, cache: bool = True) -> Any:
-        """Build (or load from cache) the per-device latency table for ``settings.latency`` and use it for
-        every prediction from now on (``latency_pred_ms`` in results, budget walls, pre-evaluation rejection)."""
+        """Build (or load from cache) the per-device latency table for ``settings.latency``.
+
+        From then on it serves every prediction: ``latency_pred_ms`` in results, budget walls and
+        pre-evaluation rejection.
+        """
         from .measure.lut import build_latency_table
 
         with self._lock:

@@ -98,8 +98,11 @@ class LatencyTable:
         return max(layers + self._residual(x), 1e-6)
 
     def _residual(self, x: float) -> float:
-        """Least-squares line through the calibration points, slope clamped >= 0 so that predictions never
-        grow when channels are removed (timing noise must not invert the model), x clamped to their range."""
+        """Residual time at relative layer time ``x``.
+
+        A least-squares line through the calibration points, slope clamped >= 0 so that predictions never grow
+        when channels are removed (timing noise must not invert the model), ``x`` clamped to their range.
+        """
         xs, ys = np.asarray(self.residual_x, dtype=float), np.asarray(self.residual_ms, dtype=float)
         if len(xs) < 2 or np.ptp(xs) == 0:
             return float(ys.mean()) if len(ys) else 0.0
