@@ -66,8 +66,11 @@ def flops_vs_latency(models: Sequence[str], batches: Sequence[int], target: floa
 
 def table_accuracy(models: Sequence[str], batch: int, n_policies: int = 12, seed: int = 0,
                    round_to: int | None = None) -> list[dict[str, object]]:
-    """Build each model's latency table (timed, then again from cache) and compare predictions with
-    measurements on random policies (four uniform, the rest random per-unit ratios)."""
+    """Build each model's latency table and compare its predictions with measurements.
+
+    Policies: four uniform ones, the rest random per-unit ratios. The table is also reloaded from JSON to time
+    the cache path.
+    """
     rows = []
     rng = np.random.default_rng(seed)
     for spec in models:
