@@ -78,7 +78,7 @@ class LayerPruningEnv(gym.Env):
         render_mode: ``None`` or ``"ansi"``.
     """
 
-    metadata = {"render_modes": ["ansi"]}  # noqa: RUF012 - gymnasium's class attribute
+    metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, task: Task | None = None, constraints: Constraints | None = None, *,
                  flops_target: float | None = None, importance: str = "l2", reward: str = "acc",

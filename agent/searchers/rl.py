@@ -28,6 +28,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
+from ..constraints import Constraints
 from ..errors import user_error
 from ..evaluation import EvalResult
 from ..policy import Policy
@@ -50,8 +51,9 @@ class RLConfig:
     """Episodes to run, the demonstration included (None: the trial budget). Each is one evaluation."""
     action_mode: Literal["ratio", "threshold"] = "ratio"
     """The env's action mode."""
-    reward: str = "acc"
-    """The env's reward function."""
+    reward: str | None = None
+    """The env's reward function (None: ``acc`` with a cost target, else ``acc_flops``, since ``acc`` alone would
+    learn not to prune)."""
     warmup_episodes: int | None = None
     """Random-action episodes before learning (None: a quarter of ``episodes``, as AMC's 100 of 400)."""
     noise_sigma: float = 0.5
@@ -83,7 +85,8 @@ class RLConfig:
             raise user_error("unknown --rl-algo", self.algo, f"choose one of {', '.join(RL_ALGOS)}")
         if self.action_mode not in ACTION_MODES:
             raise user_error("unknown --action-mode", self.action_mode, f"choose one of {', '.join(ACTION_MODES)}")
-        get_reward(self.reward)
+        if self.reward is not None:
+            get_reward(self.reward)
         if self.episodes is not None and (not isinstance(self.episodes, int) or self.episodes < 1):
             raise user_error("--episodes must be a positive integer, got", self.episodes, "e.g. --episodes 60")
         if self.warmup_episodes is not None and self.warmup_episodes < 0:
@@ -98,6 +101,12 @@ class RLConfig:
         """Read the searcher's keys from ``SearchConfig.options`` (others are ignored)."""
         keys = {"rl_algo": "algo", "episodes": "episodes", "action_mode": "action_mode", "reward": "reward"}
         return cls(**{field: options[key] for key, field in keys.items() if options.get(key) is not None})
+
+    def reward_for(self, constraints: Constraints) -> str:
+        """The reward name to use under ``constraints``."""
+        if self.reward is not None:
+            return self.reward
+        return "acc" if constraints.has_cost_target else "acc_flops"
 
     def warmup(self, episodes: int) -> int:
         """Warm-up episodes for a run of ``episodes``."""
@@ -181,7 +190,9 @@ class RLSearcher(Searcher):
 
     def describe(self) -> str:  # noqa: D102
         c = self.rl_config or RLConfig()
-        return f"rl({c.algo}, reward={c.reward}, action_mode={c.action_mode}, episodes={self.episodes_run})"
+        best = f", best feasible {self.best.accuracy:.2f}%" if self.best is not None else ""
+        return (f"rl({c.algo}, reward={c.reward or 'auto'}, action_mode={c.action_mode}, "
+                f"episodes={self.episodes_run}{best})")
 
     # ------------------------------------------------------------------ env and evaluation
     def _phase(self, episode: int) -> str:
@@ -224,7 +235,10 @@ class RLSearcher(Searcher):
     # ------------------------------------------------------------------ the search
     def run(self, session: SearchSession) -> None:  # noqa: D102
         config = self.rl_config or RLConfig.from_options(session.config.options)
+        config = replace(config, reward=config.reward_for(session.constraints))
         episodes = config.episodes or session.trials_left()
+        if episodes <= 0 or session.should_stop():
+            return
         if episodes > session.trials_left():
             warnings.warn(f"--episodes {episodes} exceeds the {session.trials_left()} trials left: the search stops "
                           f"when they are spent (raise --trials to run every episode)", stacklevel=2)

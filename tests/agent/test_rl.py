@@ -105,3 +105,9 @@ def test_cli_rejects_bad_rl_options_before_any_work(tmp_path, flag, value):
         r = _run("search", "--method", "rl", flag, value, "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and value in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_default_reward_follows_the_constraints():
+    assert RLConfig().reward_for(Constraints(flops_target=0.5)) == "acc"
+    assert RLConfig().reward_for(Constraints(max_acc_drop=1.0)) == "acc_flops"
+    assert RLConfig(reward="lagrangian").reward_for(Constraints(flops_target=0.5)) == "lagrangian"

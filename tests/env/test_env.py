@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import env as env_pkg
-from agent.constraints import Constraints
+from agent.constraints import Constraints, LatencyTarget
 from agent.errors import UserInputError
-from agent.evaluation import EvalSettings, evaluate_policy, get_engine
+from agent.evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
 from agent.measure import LatencyConfig
 from agent.pruning.importance import normalized
 from env import ENV_ID, LayerPruningEnv
@@ -181,3 +181,41 @@ def test_unreachable_target_is_a_user_error(make_env):
 def test_package_exports_the_registry():
     assert ENV_ID in gymnasium.registry
     assert set(env_pkg.reward_names()) == {"acc", "acc_flops", "acc_latency", "lagrangian"}
+
+
+class _ChannelLatency:
+    """A stand-in latency model: ms grows with the square of the channels kept in the last unit."""
+
+    def __init__(self, units):
+        self.last = units[-1].name
+
+    def predict(self, kept):
+        return 1.0 + 0.01 * kept[self.last] ** 2
+
+
+def _no_eval(policy):
+    return EvalResult(policy, accuracy=50.0, dense_accuracy=60.0, acc_drop=10.0, flops_ratio=0.5, params_ratio=0.5,
+                      macs=1.0, params=1.0)
+
+
+def test_latency_target_is_walled_through_the_attached_latency_model(make_env, tiny_task, monkeypatch):
+    engine = get_engine(tiny_task)
+    model = _ChannelLatency(engine.units)
+    monkeypatch.setattr(engine, "latency_model", model)
+    e = make_env(constraints=Constraints(latency_target=LatencyTarget(0.3)), evaluator=_no_eval)
+    assert [t.name for t in e.wall.targets] == ["latency"]
+    dense_ms = model.predict({u.name: u.channels for u in engine.units})
+    for actions in ([0.0] * e.num_units, [1.0] * e.num_units):
+        _, _, info = _episode(e, actions)
+        kept = engine.kept_channels(engine.plan(info["policy"], e.settings))
+        assert model.predict(kept) <= 0.3 * dense_ms
+    # only the last unit matters to this model: a zero-action episode prunes nothing else
+    _, _, info = _episode(e, [0.0] * e.num_units)
+    assert [r > 0 for r in info["policy"].ratios.values()] == [False] * (e.num_units - 1) + [True]
+
+
+def test_latency_ratio_target_without_a_model_uses_the_flops_ratio(make_env):
+    e = make_env(constraints=Constraints(latency_target=LatencyTarget(0.4)), evaluator=_no_eval)
+    assert [(t.name, round(t.limit, 3)) for t in e.wall.targets] == [("flops", 0.4)]
+    _, _, info = _episode(e, [1.0] * e.num_units)
+    assert 0.97 * 0.4 <= e.wall.flops_ratio(info["policy"].ratios) <= 0.4
