@@ -21,6 +21,7 @@ from .common import (
     task_from_args,
 )
 from .display import print_search_summary, print_table
+from .rl_args import add_rl_args
 
 __all__ = ["REGISTRY"]
 
@@ -253,6 +254,7 @@ def _ray_args(p: argparse.ArgumentParser) -> None:
 
 METHOD_ARGS: list[Callable[[argparse.ArgumentParser], None]] = [_ray_args]
 """Hooks adding method-specific search options (Optuna, RL, Ray register here)."""
+METHOD_ARGS.append(add_rl_args)
 
 REGISTRY: list[Callable[[SubParsers], None]] = [_register_train, _register_sensitivity, _register_evaluate,
                                                 _register_search]

@@ -36,6 +36,7 @@ SEARCHERS: dict[str, str] = {
     "uniform": "agent.searchers.baselines:UniformSearcher",
     "global": "agent.searchers.baselines:GlobalSearcher",
     "greedy": "agent.searchers.baselines:GreedySearcher",
+    "rl": "agent.searchers.rl:RLSearcher",
     "ray": "agent.searchers.ray_tune:RaySearcher",
 }
 """Registry: name -> ``module:Class`` (imported lazily)."""
