@@ -37,7 +37,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from torch import nn
 
 from agent.pruning.graph import PrunableUnit
 from agent.sensitivity import SensitivityProfile
@@ -62,20 +61,9 @@ def squash_drop(points: float) -> float:
     return math.copysign(math.log1p(abs(d)) / math.log1p(100.0), d)
 
 
-def _geometry(model: nn.Module, unit: PrunableUnit) -> tuple[str, int, int, int]:
-    """Type, input channels, kernel and stride of the unit's first layer (falls back to the unit's record)."""
-    mod = dict(model.named_modules()).get(unit.name)
-    if isinstance(mod, nn.Linear):
-        return "linear", mod.in_features, 1, 1
-    if isinstance(mod, nn.modules.conv._ConvNd):
-        kind = "dwconv" if mod.groups > 1 and mod.groups == mod.in_channels else "conv"
-        return kind, mod.in_channels, int(np.prod(mod.kernel_size)), int(mod.stride[0])
-    return unit.layer_type, unit.in_channels, unit.kernel, unit.stride
-
-
-def unit_features(model: nn.Module, units: Sequence[PrunableUnit], profile: SensitivityProfile) -> np.ndarray:
+def unit_features(units: Sequence[PrunableUnit], profile: SensitivityProfile) -> np.ndarray:
     """Static features of every unit: layer embedding, sensitivity, latency share (rows in graph order)."""
-    geo = [_geometry(model, u) for u in units]
+    geo = [(u.layer_type, u.in_channels, u.kernel, u.stride) for u in units]
     n = len(units)
     max_in = max(g[1] for g in geo) or 1
     max_out = max(u.channels for u in units) or 1

@@ -126,7 +126,7 @@ class LayerPruningEnv(gym.Env):
                 f"{constraints.to_dict()}): relax the target or raise max_ratio")
         self.evaluator: Evaluator = evaluator or functools.partial(
             evaluate_policy, self.task, settings=self.settings, constraints=constraints)
-        self._static = unit_features(self.task.model, self.units, self.profile)
+        self._static = unit_features(self.units, self.profile)
         self.feature_names = feature_names(self.profile.ratios)
         total_share = sum(u.macs_share for u in self.units) or 1.0
         self._remaining = [sum(u.macs_share for u in self.units[i:]) / total_share for i in range(len(self.units))]

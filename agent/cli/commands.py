@@ -177,7 +177,10 @@ def _search(args: argparse.Namespace) -> int:
         RayOptions.from_options(_method_options(args))
     settings = settings_from_args(args)
     constraints = constraints_from_args(args, default_flops=0.5)
-    config = SearchConfig(method=args.method, trials=args.trials, seed=args.seed, importance=args.importance,
+    trials = args.trials
+    if trials is None:  # --episodes sets the budget of the RL searcher unless --trials is given
+        trials = args.episodes if (args.method == "rl" and getattr(args, "episodes", None)) else 40
+    config = SearchConfig(method=args.method, trials=trials, seed=args.seed, importance=args.importance,
                           max_ratio=args.max_ratio, min_ratio=args.min_ratio, round_to=args.round_to,
                           time_budget_s=args.time_budget, options=_method_options(args))
     final = FinalTuneConfig(epochs=args.final_epochs, lr=args.final_lr, kd_alpha=args.kd_alpha,
@@ -219,7 +222,8 @@ def _register_search(sub: SubParsers) -> None:
     add_constraint_args(p)
     g = p.add_argument_group("search")
     g.add_argument("--method", default="greedy", help="uniform, global, greedy, optuna, nsga2, rl, ray")
-    g.add_argument("--trials", type=int, default=40, help="maximum evaluated policies")
+    g.add_argument("--trials", type=int, default=None, help="maximum evaluated policies (default 40; for --method rl "
+                   "the --episodes count)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO, help="largest per-unit ratio")
     g.add_argument("--min-ratio", type=float, default=0.0, help="smallest per-unit ratio")

@@ -173,6 +173,8 @@ class PruningGraph:
             # name the unit by its earliest member in forward order (TP's root choice is arbitrary)
             unit.members.sort(key=lambda n: order.get(n, len(order)))
             unit.name = unit.members[0] if unit.members else self.name_of[root]
+            first = dict(model.named_modules())[unit.name]
+            unit.layer_type, unit.in_channels, unit.kernel, unit.stride = self._layer_features(first)
             described.append((order.get(unit.name, len(order)), unit, root, group))
         described.sort(key=lambda d: d[0])
         for idx, (_, unit, root, group) in enumerate(described):
@@ -217,12 +219,16 @@ class PruningGraph:
                 groups.append(g)
         return max(groups)
 
+    @staticmethod
+    def _layer_features(layer: nn.Module) -> tuple[str, int, int, int]:
+        """(type, input channels, kernel size, stride) of a conv / linear layer."""
+        if isinstance(layer, nn.Linear):
+            return "linear", layer.in_features, 1, 1
+        kind = "dwconv" if layer.groups > 1 and layer.groups == layer.in_channels else "conv"
+        return kind, layer.in_channels, int(np.prod(layer.kernel_size)), int(layer.stride[0])
+
     def _describe(self, root: nn.Module, group: tp.dependency.Group) -> PrunableUnit:
-        if isinstance(root, nn.Linear):
-            kind, cin, kernel, stride = "linear", root.in_features, 1, 1
-        else:
-            kind = "dwconv" if root.groups > 1 and root.groups == root.in_channels else "conv"
-            cin, kernel, stride = root.in_channels, int(np.prod(root.kernel_size)), int(root.stride[0])
+        kind, cin, kernel, stride = self._layer_features(root)
         members = [self.name_of[it.dep.target.module] for it in group
                    if isinstance(it.dep.target.module, _ROOT_TYPES) and self.dg.is_out_channel_pruning_fn(it.dep.handler)]
         return PrunableUnit(self.name_of[root], 0, self.dg.get_out_channels(root), kind, cin, kernel, stride,
