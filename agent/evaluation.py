@@ -217,6 +217,19 @@ class PruningEngine:
             return None
         return float(self.latency_model.predict(self.kept_channels(self.plan(policy, settings))))
 
+    def attach_latency_model(self, settings: EvalSettings, *, cache: bool = True) -> Any:
+        """Build (or load from cache) the per-device latency table for ``settings.latency``.
+
+        From then on it serves every prediction: ``latency_pred_ms`` in results, budget walls and
+        pre-evaluation rejection.
+        """
+        from .measure.lut import build_latency_table
+
+        with self._lock:
+            self.latency_model = build_latency_table(self.graph, input_shape=self.task.input_shape,
+                                                     config=settings.latency, cache=cache)
+            return self.latency_model
+
     def dense(self, settings: EvalSettings) -> DenseMetrics:
         """Dense metrics under ``settings`` (measured once per split / subset / latency setting)."""
         key = (settings.split, settings.eval_limit, settings.device, settings.measure_latency, settings.latency)

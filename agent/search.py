@@ -229,7 +229,7 @@ def _write_run_config(out_dir: Path, *, task: Task, constraints: Constraints, se
 
 def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Constraints, settings: EvalSettings,
                config: SearchConfig, final: FinalTuneConfig | None = None, resume: bool = False,
-               overwrite: bool = False, progress: bool = False) -> SearchOutcome:
+               overwrite: bool = False, progress: bool = False, latency_model: bool = True) -> SearchOutcome:
     """Search for a policy and write the outputs.
 
     Args:
@@ -242,6 +242,8 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
         resume: Continue the search logged in ``out_dir`` (finished evaluations are not re-run).
         overwrite: Replace an earlier search in ``out_dir``.
         progress: Show a progress bar.
+        latency_model: When latency is measured, build (or load) the per-device latency table so every result
+            carries a predicted latency and searchers can reject candidates predicted over budget.
 
     Returns:
         The outcome (best result and the summary).
@@ -252,6 +254,10 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
                        unit_names=get_engine(task).graph.unit_names())
     out.mkdir(parents=True, exist_ok=True)
     _write_run_config(out, task=task, constraints=constraints, settings=settings, config=config, resume=resume)
+    if latency_model and settings.measure_latency:
+        get_engine(task).attach_latency_model(settings)
+    else:
+        get_engine(task).latency_model = None
     log = ResultLog.open(out / "results.csv", resume=resume)
     session = SearchSession(task=task, constraints=constraints, settings=settings, config=config, log=log,
                             progress=progress, output_dir=out)

@@ -196,7 +196,8 @@ def _search(args: argparse.Namespace) -> int:
         precheck_targets(model_spec=task.spec.model, input_shape=task.input_shape, num_classes=task.num_classes,
                          constraints=constraints, max_ratio=args.max_ratio)
     outcome = run_search(task=task, out_dir=args.out, constraints=constraints, settings=settings, config=config,
-                         final=final, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+                         final=final, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                         latency_model=not args.no_latency_model)
     print_search_summary(outcome.summary, out_dir=Path(args.out))
     return 0 if outcome.best is not None else 1
 
@@ -223,6 +224,8 @@ def _register_search(sub: SubParsers) -> None:
     g.add_argument("--time-budget", type=float, default=None, help="stop proposing after N seconds")
     g.add_argument("--resume", action="store_true", help="continue the search in --out (no finished trial re-runs)")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")
+    g.add_argument("--no-latency-model", action="store_true",
+                   help="skip the per-device latency table (no latency predictions; every check is measured)")
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--quiet", action="store_true")
     f = p.add_argument_group("final fine-tune")

@@ -18,7 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-__all__ = ["PrunableUnit", "PruningGraph", "find_output_layer"]
+__all__ = ["LayerDims", "PrunableUnit", "PruningGraph", "find_output_layer"]
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -57,6 +57,31 @@ class PrunableUnit:
         if round_to and round_to > 1 and g == 1 and self.channels > round_to:
             keep = max(round_to, keep - keep % round_to)
         return max(1, keep) * g
+
+
+@dataclass(frozen=True)
+class LayerDims:
+    """Which units shrink a layer's input and output dimensions (for cost models)."""
+
+    name: str
+    """Layer name."""
+    in_size: int | None
+    """Dense input width (channels / features)."""
+    out_size: int | None
+    """Dense output width."""
+    in_sources: dict[str, int]
+    """Unit -> number of input positions it controls."""
+    out_sources: dict[str, int]
+    """Unit -> number of output positions it controls."""
+
+    def kept(self, side: str, kept_channels: Mapping[str, int], channels: Mapping[str, int]) -> float:
+        """Fraction of the ``side`` ("in"/"out") width kept when each unit keeps ``kept_channels[unit]``."""
+        size = self.in_size if side == "in" else self.out_size
+        sources = self.in_sources if side == "in" else self.out_sources
+        if not size:
+            return 1.0
+        removed = sum(n * (1.0 - kept_channels.get(u, channels[u]) / channels[u]) for u, n in sources.items())
+        return max(0.0, 1.0 - removed / size)
 
 
 @dataclass
@@ -221,12 +246,40 @@ class PruningGraph:
                 touched.add(it.target)
             unit.macs_share = sum(self.layer_macs.get(t, 0.0) for t in touched) / max(self.dense_macs, 1.0)
             unit.params_share = sum(self.layer_params.get(t, 0.0) for t in touched) / max(self.dense_params, 1.0)
+        self._followers = self._trace_followers()
         self._dim_size = {}
         for layer in self._dims:
             mod = modules[layer]
             pruner = self.dg.get_pruner_of_module(mod)
             self._dim_size[layer] = (pruner.get_in_channels(mod) if pruner else None,
                                      pruner.get_out_channels(mod) if pruner else None)
+
+    def _trace_followers(self) -> dict[str, str]:
+        """Leaf layers outside the units' reach (ReLU, pooling...) -> the tracked layer whose output they consume."""
+        owner: dict[int, str] = {}
+        keep_alive: list[torch.Tensor] = []  # no address reuse while tracing
+        followers: dict[str, str] = {}
+
+        def hook(name: str, inputs: tuple, output: object) -> None:
+            if not isinstance(output, torch.Tensor):
+                return
+            keep_alive.append(output)
+            src = owner.get(inputs[0].data_ptr()) if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if name in self._dims:
+                owner[output.data_ptr()] = name
+            elif src is not None:
+                owner[output.data_ptr()] = src
+                followers[name] = src
+
+        hooks = [m.register_forward_hook(lambda mod, i, o, n=n: hook(n, i, o))
+                 for n, m in self.model.named_modules() if not list(m.children())]
+        try:
+            with torch.no_grad():
+                self.model(self.example_input)
+        finally:
+            for h in hooks:
+                h.remove()
+        return {k: v for k, v in followers.items() if k not in self._dims}
 
     # ------------------------------------------------------------------ planning
     def select(self, scores: Mapping[str, torch.Tensor], ratios: Mapping[str, float],
@@ -302,30 +355,50 @@ class PruningGraph:
         """Parameter count of the model :meth:`apply` would return (no model is built)."""
         return self._predict(pruned, self.layer_params, self.dense_params)
 
+    def _keep(self, layer: str, side: str, pruned: Mapping[str, np.ndarray]) -> float:
+        size = self._dim_size[layer][0 if side == "in" else 1]
+        removed: set[int] = set()
+        for unit_name, it in self._dims[layer][side]:
+            roots = pruned.get(unit_name)
+            if roots is not None and len(roots):
+                removed.update(it.idxs[np.isin(it.roots, roots)].tolist())
+        return 1.0 - len(removed) / size if size else 1.0
+
     def _predict(self, pruned: Mapping[str, np.ndarray], per_layer: Mapping[str, float], dense: float) -> float:
         modules = dict(self.model.named_modules())
         total = dense
-        for layer, dims in self._dims.items():
+        out_keep: dict[str, float] = {}
+        for layer in self._dims:
+            kin, kout = self._keep(layer, "in", pruned), self._keep(layer, "out", pruned)
+            out_keep[layer] = kout
             base = per_layer.get(layer, 0.0)
             if base == 0.0:
                 continue
-            size_in, size_out = self._dim_size[layer]
-            keep = {}
-            for side, size in (("in", size_in), ("out", size_out)):
-                removed: set[int] = set()
-                for unit_name, it in dims[side]:
-                    roots = pruned.get(unit_name)
-                    if roots is not None and len(roots):
-                        removed.update(it.idxs[np.isin(it.roots, roots)].tolist())
-                keep[side] = 1.0 - len(removed) / size if size else 1.0
             mod = modules[layer]
             depthwise = isinstance(mod, nn.modules.conv._ConvNd) and mod.groups > 1 and mod.groups == mod.in_channels
             if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) and not depthwise:
-                factor = keep["in"] * keep["out"]
+                # weights scale with in x out; a bias (one term per output) only with out
+                fan_in = mod.weight[0].numel()
+                bias = 1.0 / (fan_in + 1) if mod.bias is not None else 0.0
+                factor = (1.0 - bias) * kin * kout + bias * kout
             else:
-                factor = min(keep["in"], keep["out"])
+                factor = min(kin, kout)
             total -= base * (1.0 - factor)
+        for layer, source in self._followers.items():  # activations / pooling scale with their input's width
+            total -= per_layer.get(layer, 0.0) * (1.0 - out_keep.get(source, 1.0))
         return total
+
+    def layer_dims(self) -> dict[str, LayerDims]:
+        """Every layer whose width some unit controls: its in/out sizes and how many of each come from which unit."""
+        out = {}
+        for layer, dims in self._dims.items():
+            size_in, size_out = self._dim_size[layer]
+            src = {side: {} for side in ("in", "out")}
+            for side in ("in", "out"):
+                for unit_name, it in dims[side]:
+                    src[side][unit_name] = src[side].get(unit_name, 0) + len(it.idxs)
+            out[layer] = LayerDims(layer, size_in, size_out, src["in"], src["out"])
+        return out
 
     def unit_names(self) -> list[str]:
         """Unit names in graph order."""

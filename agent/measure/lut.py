@@ -1,0 +1,257 @@
+"""Per-device latency model (NetAdapt-style lookup table).
+
+Every layer whose width a prunable unit controls (conv, linear, batch norm) is timed *in isolation* on the
+target device and batch size over a grid of kept input/output fractions; a policy's latency is the sum of the
+bilinearly interpolated layer times plus a *residual* (activations, pooling, adds, framework overhead) that is
+calibrated by timing the whole model at a few uniform ratios. Tables are cached on disk keyed by architecture,
+input shape, device, batch size, thread count and torch version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..pruning.graph import LayerDims, PruningGraph
+from ..storage import atomic_write_json
+from ..tasks.datasets import cache_dir
+from .latency import LatencyConfig, measure_latency
+
+__all__ = ["LatencyTable", "LayerTable", "build_latency_table", "DEFAULT_GRID"]
+
+DEFAULT_GRID = (0.1, 0.25, 0.5, 0.75, 1.0)
+"""Kept fractions timed per layer dimension."""
+
+_TIMED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+
+
+@dataclass
+class LayerTable:
+    """Timed latency of one layer over kept fractions of its input (rows) and output (columns)."""
+
+    name: str
+    """Layer name."""
+    in_grid: list[float]
+    """Kept input fractions (ascending; ``[1.0]`` when no unit controls the input)."""
+    out_grid: list[float]
+    """Kept output fractions (ascending; ``[1.0]`` when no unit controls the output)."""
+    ms: list[list[float]]
+    """Median milliseconds, ``ms[i][j]`` at ``in_grid[i]`` / ``out_grid[j]``."""
+    noise: float = 0.0
+    """Median relative inter-quartile range of the timings."""
+
+    def at(self, kin: float, kout: float) -> float:
+        """Bilinear interpolation (clamped to the grid)."""
+        table = np.asarray(self.ms)
+        rows = [np.interp(kout, self.out_grid, table[i]) for i in range(len(self.in_grid))]
+        return float(np.interp(kin, self.in_grid, rows))
+
+
+@dataclass
+class LatencyTable:
+    """Latency lookup table of one model on one device and batch size."""
+
+    key: str
+    """Cache key."""
+    device: str
+    """Device the layers were timed on."""
+    batch_size: int
+    """Batch size of the timings."""
+    dense_ms: float
+    """Measured latency of the whole dense model."""
+    layers: dict[str, LayerTable]
+    """Per-layer tables."""
+    residual_x: list[float]
+    """Calibration points: table-predicted layer time relative to the dense layer time."""
+    residual_ms: list[float]
+    """Measured whole-model time minus the table's layer time at each calibration point."""
+    dims: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Layer -> which units control its in/out width (serialised :class:`LayerDims`)."""
+    channels: dict[str, int] = field(default_factory=dict)
+    """Unit -> dense channel count."""
+    build_s: float = 0.0
+    """Seconds it took to build the table."""
+    meta: dict[str, object] = field(default_factory=dict)
+    """Torch version, threads, input shape, grid."""
+
+    def _layer_sum(self, kept_channels: Mapping[str, int]) -> float:
+        total = 0.0
+        for name, table in self.layers.items():
+            d = LayerDims(**self.dims[name])  # type: ignore[arg-type]
+            total += table.at(d.kept("in", kept_channels, self.channels), d.kept("out", kept_channels, self.channels))
+        return total
+
+    def predict(self, kept_channels: Mapping[str, int]) -> float:
+        """Predicted latency (ms) of the model in which each unit keeps ``kept_channels[unit]`` channels."""
+        layers = self._layer_sum(kept_channels)
+        dense_layers = self._layer_sum({})
+        x = layers / dense_layers if dense_layers > 0 else 1.0
+        return max(layers + self._residual(x), 1e-6)
+
+    def _residual(self, x: float) -> float:
+        """Residual time at relative layer time ``x``.
+
+        A least-squares line through the calibration points, slope clamped >= 0 so that predictions never grow
+        when channels are removed (timing noise must not invert the model), ``x`` clamped to their range.
+        """
+        xs, ys = np.asarray(self.residual_x, dtype=float), np.asarray(self.residual_ms, dtype=float)
+        if len(xs) < 2 or np.ptp(xs) == 0:
+            return float(ys.mean()) if len(ys) else 0.0
+        slope, intercept = np.polyfit(xs, ys, 1)
+        slope = max(float(slope), 0.0)
+        if slope == 0.0:
+            intercept = float(ys.mean())
+        return float(intercept + slope * np.clip(x, xs.min(), xs.max()))
+
+    def to_json(self, path: str | Path) -> None:
+        """Save (the cache format)."""
+        atomic_write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> LatencyTable:
+        """Load a table saved by :meth:`to_json`."""
+        raw = json.loads(Path(path).read_text())
+        raw["layers"] = {k: LayerTable(**v) for k, v in raw["layers"].items()}
+        return cls(**raw)
+
+
+def _input_shapes(model: nn.Module, example: torch.Tensor, names: set[str]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str, inputs: tuple[torch.Tensor, ...]) -> None:  # a hook returning None keeps the output
+        shapes.setdefault(name, tuple(inputs[0].shape[1:]))
+
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: record(n, i))
+             for n, m in model.named_modules() if n in names]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _layer_at(mod: nn.Module, cin: int, cout: int) -> nn.Module:
+    """A fresh layer like ``mod`` with ``cin`` inputs and ``cout`` outputs (random weights)."""
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        depthwise = mod.groups > 1 and mod.groups == mod.in_channels
+        if depthwise:
+            cin = cout = max(cin, cout) if cin != cout else cin
+            groups = cin
+        else:
+            groups = mod.groups
+            cin, cout = max(groups, cin - cin % groups), max(groups, cout - cout % groups)
+        return type(mod)(cin, cout, mod.kernel_size, mod.stride, mod.padding, mod.dilation, groups,
+                         mod.bias is not None, mod.padding_mode)
+    if isinstance(mod, nn.Linear):
+        return nn.Linear(cin, cout, bias=mod.bias is not None)
+    return type(mod)(cout)  # batch norm: one width
+
+
+def _grid(size: int | None, controlled: bool, grid: Sequence[float]) -> list[float]:
+    if not controlled or not size:
+        return [1.0]
+    return sorted({max(1, round(size * f)) / size for f in grid} | {1.0})
+
+
+def _signature(model: nn.Module, input_shape: Sequence[int]) -> str:
+    return hashlib.sha1((repr(model) + repr(tuple(input_shape))).encode()).hexdigest()[:12]
+
+
+def build_latency_table(
+    graph: PruningGraph,
+    *,
+    input_shape: Sequence[int],
+    config: LatencyConfig,
+    grid: Sequence[float] = DEFAULT_GRID,
+    calibration_ratios: Sequence[float] = (0.0, 0.25, 0.5, 0.75),
+    cache: bool = True,
+    cache_root: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LatencyTable:
+    """Build (or load from cache) the latency table of ``graph``'s dense model.
+
+    Args:
+        graph: The dense model's pruning graph (units and the layers they control).
+        input_shape: Per-sample input shape.
+        config: Device, batch size and repeats of each timing.
+        grid: Kept fractions timed per controlled dimension.
+        calibration_ratios: Uniform ratios at which the whole model is timed to calibrate the residual.
+        cache: Read / write the on-disk cache.
+        cache_root: Cache directory (default ``$PRUNEPILOT_CACHE/latency``).
+        progress: Called as ``progress(done, total)`` after each layer.
+
+    Returns:
+        The table.
+    """
+    device = torch.device(config.device)
+    key_src = json.dumps({"sig": _signature(graph.model, input_shape), "device": str(device),
+                          "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+                          "batch": config.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "grid": list(grid), "cal": list(calibration_ratios), "v": 1}, sort_keys=True)
+    key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
+    path = (Path(cache_root) if cache_root else cache_dir() / "latency") / f"{key}.json"
+    if cache and path.exists():
+        return LatencyTable.from_json(path)
+    t0 = time.perf_counter()
+    modules = dict(graph.model.named_modules())
+    dims = {n: d for n, d in graph.layer_dims().items() if isinstance(modules[n], _TIMED)}
+    shapes = _input_shapes(graph.model, graph.example_input, set(dims))
+    timing = dataclasses.replace(config, warmup=max(1, config.warmup), repeats=min(config.repeats, 9),
+                                 max_seconds=min(config.max_seconds, 0.5), min_repeats=min(config.min_repeats, 3))
+    layers: dict[str, LayerTable] = {}
+    for done, (name, d) in enumerate(dims.items(), 1):
+        mod = modules[name]
+        in_grid, out_grid = _grid(d.in_size, bool(d.in_sources), grid), _grid(d.out_size, bool(d.out_sources), grid)
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            in_grid = [1.0]
+        ms, noise = [], []
+        for kin in in_grid:
+            row = []
+            for kout in out_grid:
+                cin = max(1, round((d.in_size or 1) * kin))
+                cout = max(1, round((d.out_size or 1) * kout))
+                layer = _layer_at(mod, cin, cout).eval()
+                shape = list(shapes[name])
+                if isinstance(mod, (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)):
+                    shape[0] = layer.in_channels if hasattr(layer, "in_channels") else cout
+                else:
+                    shape[-1] = cin
+                stats = measure_latency(layer, tuple(shape), config=timing)
+                row.append(stats.median_ms)
+                noise.append(stats.noise)
+            ms.append(row)
+        layers[name] = LayerTable(name, in_grid, out_grid, ms, float(np.median(noise)))
+        if progress:
+            progress(done, len(dims))
+    table = LatencyTable(key, str(device), config.batch_size, 0.0, layers, [], [],
+                         {n: dataclasses.asdict(d) for n, d in dims.items()}, {u.name: u.channels for u in graph.units})
+    scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
+    full = dataclasses.replace(config, repeats=max(config.repeats, 9))
+    for ratio in calibration_ratios:
+        plan = graph.select(scores, dict.fromkeys(graph.unit_names(), ratio))
+        model = graph.apply(plan)
+        measured = measure_latency(model, tuple(input_shape), config=full).median_ms
+        kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
+        layer_ms = table._layer_sum(kept)
+        dense_layer_ms = table._layer_sum({})
+        table.residual_x.append(layer_ms / dense_layer_ms if dense_layer_ms else 1.0)
+        table.residual_ms.append(measured - layer_ms)
+        if ratio == 0.0:
+            table.dense_ms = measured
+    table.build_s = time.perf_counter() - t0
+    table.meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(input_shape),
+                  "grid": list(grid), "calibration_ratios": list(calibration_ratios)}
+    if cache:
+        table.to_json(path)
+    return table

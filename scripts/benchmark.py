@@ -1,0 +1,109 @@
+"""PrunePilot benchmarks: one command per figure in docs/BENCHMARKS.md.
+
+Examples:
+    python scripts/benchmark.py latency --models tv:resnet18,tv:mobilenet_v2,resnet56 --batches 1,64
+    python scripts/benchmark.py lut --models cnn1d,tv:resnet18,tv:mobilenet_v2 --batch 1
+    python scripts/benchmark.py quality --tasks default --targets flops=0.3,flops=0.5,flops=0.7,latency=0.6
+    python scripts/benchmark.py smoke            # seconds; what CI runs
+
+Each run prints a markdown table and writes CSV next to it (``--out``, default ``bench/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _markdown(rows: list[dict[str, object]]) -> str:
+    if not rows:
+        return "(no rows)"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    import torch
+
+    return (f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"python {platform.python_version()}")
+
+
+def _emit(rows: list[dict[str, object]], out: Path, name: str) -> None:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / f"{name}.csv", index=False)
+    text = f"<!-- machine: {_machine()} -->\n" + _markdown(rows) + "\n"
+    (out / f"{name}.md").write_text(text)
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    lat = sub.add_parser("latency", help="measured latency ratio vs FLOPs ratio after structural pruning")
+    lat.add_argument("--models", default="tv:resnet18,tv:mobilenet_v2,resnet56")
+    lat.add_argument("--batches", default="1,64")
+    lat.add_argument("--target", type=float, default=0.5)
+    lat.add_argument("--round-to", type=int, default=None)
+    lut = sub.add_parser("lut", help="latency table: build time and prediction error")
+    lut.add_argument("--models", default="cnn1d,tv:resnet18,tv:mobilenet_v2")
+    lut.add_argument("--batch", type=int, default=1)
+    lut.add_argument("--policies", type=int, default=12)
+    lut.add_argument("--round-to", type=int, default=None)
+    q = sub.add_parser("quality", help="accuracy of every searcher at several targets (and search cost)")
+    q.add_argument("--tasks", default="default")
+    q.add_argument("--targets", default="flops=0.3,flops=0.5,flops=0.7,latency=0.6")
+    q.add_argument("--methods", default="uniform,global,global-taylor,greedy,optuna,nsga2,rl")
+    q.add_argument("--trials", type=int, default=40)
+    q.add_argument("--episodes", type=int, default=60)
+    q.add_argument("--finetune-steps", type=int, default=0)
+    q.add_argument("--final-epochs", type=float, default=3.0)
+    q.add_argument("--latency-batch", type=int, default=64)
+    q.add_argument("--data-root", default=None)
+    sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
+    for s in sub.choices.values():
+        s.add_argument("--out", default="bench")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.cmd == "latency":
+        from bench_latency import flops_vs_latency
+
+        rows = flops_vs_latency(args.models.split(","), [int(b) for b in args.batches.split(",")], args.target,
+                                args.round_to)
+        _emit(rows, out, "latency")
+    elif args.cmd == "lut":
+        from bench_latency import table_accuracy
+
+        _emit(table_accuracy(args.models.split(","), args.batch, args.policies, round_to=args.round_to), out, "lut")
+    elif args.cmd == "quality":
+        from bench_quality import quality
+
+        rows = quality(args.tasks.split(","), args.targets.split(","), args.methods.split(","), out=out / "runs",
+                       trials=args.trials, episodes=args.episodes, finetune_steps=args.finetune_steps,
+                       final_epochs=args.final_epochs, latency_batch=args.latency_batch, data_root=args.data_root)
+        _emit(rows, out, "quality")
+    else:
+        from bench_latency import flops_vs_latency, table_accuracy
+        from bench_quality import quality
+
+        _emit(flops_vs_latency(["cnn1d"], [8]), out, "smoke_latency")
+        _emit(table_accuracy(["cnn1d"], 8, n_policies=2), out, "smoke_lut")
+        rows = quality(["default"], ["flops=0.5"], ["uniform", "greedy"], out=out / "runs", trials=3, episodes=2,
+                       finetune_steps=0, final_epochs=0.0, latency_batch=8, train_epochs=3)
+        _emit(rows, out, "smoke_quality")
+        if any("error" in r for r in rows):
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+import agent.measure.lut as lut
+from agent.constraints import Constraints, LatencyTarget
+from agent.errors import UserInputError
+from agent.measure import LatencyConfig, measure_latency
+from agent.pruning import PruningGraph
+from agent.tasks import build_model
+
+CFG = LatencyConfig(batch_size=32, warmup=2, repeats=9)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    torch.manual_seed(0)
+    return PruningGraph(build_model("cnn1d", (1, 40), 10), torch.randn(1, 1, 40))
+
+
+def test_table_predicts_dense_and_uniform_latency(graph, tmp_path):
+    table = lut.build_latency_table(graph, input_shape=(1, 40), config=CFG, cache_root=tmp_path)
+    assert set(table.layers) >= {"stem.0", "down1.0", "fc"}
+    scores = {u.name: torch.rand(u.channels) for u in graph.units}
+    for ratio in (0.0, 0.5):
+        plan = graph.select(scores, dict.fromkeys(graph.unit_names(), ratio))
+        kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
+        measured = np.median([measure_latency(graph.apply(plan), (1, 40), config=CFG).median_ms for _ in range(3)])
+        predicted = table.predict(kept)
+        assert predicted == pytest.approx(measured, rel=0.5), (ratio, predicted, measured)
+    assert table.predict({u.name: 1 for u in graph.units}) < table.predict({})
+
+
+def test_table_is_cached_and_keyed_by_settings(graph, tmp_path, monkeypatch):
+    first = lut.build_latency_table(graph, input_shape=(1, 40), config=CFG, cache_root=tmp_path)
+    monkeypatch.setattr(lut, "measure_latency", lambda *a, **k: pytest.fail("must come from the cache"))
+    again = lut.build_latency_table(graph, input_shape=(1, 40), config=CFG, cache_root=tmp_path)
+    assert again.key == first.key and again.layers.keys() == first.layers.keys()
+    assert again.predict({}) == pytest.approx(first.predict({}))
+    with pytest.raises(pytest.fail.Exception):
+        lut.build_latency_table(graph, input_shape=(1, 40), config=LatencyConfig(batch_size=2), cache_root=tmp_path)
+
+
+def test_layer_table_interpolates_bilinearly():
+    t = lut.LayerTable("x", [0.5, 1.0], [0.5, 1.0], [[1.0, 2.0], [3.0, 4.0]])
+    assert t.at(0.75, 0.75) == pytest.approx(2.5)
+    assert t.at(1.0, 0.5) == pytest.approx(3.0)
+    assert t.at(2.0, 2.0) == pytest.approx(4.0)  # clamped
+
+
+@pytest.mark.parametrize("text", ["12 parsecs", "-3ms", "0", "1.5", "fast", "0ms"])
+def test_bad_latency_strings(text):
+    with pytest.raises(UserInputError) as err:
+        LatencyTarget.parse(text)
+    assert text.strip() in str(err.value) or "1.5" in str(err.value)
+
+
+@pytest.mark.parametrize("text,value,unit", [("0.6", 0.6, "ratio"), ("12ms", 12.0, "ms"), ("12 ms", 12.0, "ms"),
+                                             ("0.5s", 500.0, "ms"), ("800us", 0.8, "ms")])
+def test_latency_strings(text, value, unit):
+    t = LatencyTarget.parse(text)
+    assert t.value == pytest.approx(value) and t.unit == unit
+
+
+def test_absolute_latency_target_checks_milliseconds():
+    c = Constraints(latency_target=LatencyTarget.parse("2ms"))
+    assert c.violations(flops_ratio=1, params_ratio=1, latency_ratio=0.1, latency_ms=2.5, acc_drop=0)
+    assert not c.violations(flops_ratio=1, params_ratio=1, latency_ratio=0.9, latency_ms=1.5, acc_drop=0)
