@@ -121,7 +121,10 @@ class OptunaSearcher(Searcher):
 
     def __init__(self) -> None:
         self._description = self.name
+        self._objective_name: str | None = None
+        self._pruner = "none"
         self.front: list[tuple[int, EvalResult]] = []
+        """The Pareto front after an ``nsga2`` run: ``(trial, result)`` sorted by cost."""
 
     def describe(self) -> str:  # noqa: D102
         return self._description
@@ -167,74 +170,80 @@ class OptunaSearcher(Searcher):
 
     # ------------------------------------------------------------------ search
     def run(self, session: SearchSession) -> None:  # noqa: D102
-        quiet_optuna()
+        with quiet_optuna():
+            self._search(session)
+
+    def _search(self, session: SearchSession) -> None:
         cfg = session.config
         opts = self._options(cfg.options, session.settings)
         space = self._space(opts, cfg, session.unit_names)
-        objective = self._objective(opts, session.settings)
-        pruner = opts.pruner or ("none" if self.multi_objective else "median")
-        sampler_name = "nsga2" if self.multi_objective else (opts.sampler or "tpe")
-        study_name = opts.study_name or f"prunepilot-{self.name}"
-        fingerprint = {"method": self.name, "objective": objective, "constraints": session.constraints.to_dict(),
-                       "space": space.describe()}
-        study, empty = open_study(
-            out_dir=session.output_dir, storage_url=opts.storage, study_name=study_name,
-            directions=["maximize", "minimize"] if self.multi_objective else ["maximize"],
-            sampler=make_sampler(sampler_name, seed=cfg.seed + session.resumed, trials=cfg.trials,
-                                 multi_objective=self.multi_objective),
-            pruner=make_pruner(pruner), fingerprint=fingerprint, fresh=session.resumed == 0)
-        self._description = (f"{self.name} sampler={sampler_name} space={space.space.name} pruner={pruner} "
-                             f"study={study_name}" + (f" objective={objective}" if objective else ""))
-        engine, settings = session.engine, session.settings
-        bounds = self._bounds(space)
-        fit = (opts.budget_fit if opts.budget_fit is not None else not self.multi_objective)
-
-        def to_policy(thresholds: Mapping[str, float], importance: str) -> Policy:
-            return engine.thresholds_to_policy(thresholds, importance=importance, settings=settings,
-                                               max_ratio=cfg.max_ratio)
-
-        def to_threshold(unit: str, ratio: float) -> float:
-            scores = normalized(engine.importance(cfg.importance, settings)[unit]).sort().values
-            k = round(ratio * len(scores))
-            return 0.0 if k <= 0 else 1.0 if k >= len(scores) else float(scores[k - 1] + scores[k]) / 2
-
+        study, empty = self._open_study(session, opts, space)
+        codec = _ThresholdCodec(session)
         if empty and opts.warm_start:
             for label, make in (("uniform", uniform_policy), ("greedy", greedy_policy)):
                 policy = make(session)
                 if policy is not None:
-                    study.enqueue_trial(space.encode(policy, ratio_to_threshold=to_threshold),
+                    study.enqueue_trial(space.encode(policy, ratio_to_threshold=codec.to_threshold),
                                         user_attrs={WARM_ATTR: label})
-        owner, repeats = str(session.output_dir.resolve()), 0
+        fit = opts.budget_fit if opts.budget_fit is not None else not self.multi_objective
+        repeats = 0
         while not session.should_stop():
             before = session.trials_done
-            trial = study.ask()
-            trial.set_user_attr(OWNER_ATTR, owner)
-            cand = space.decode(_suggest(trial, space), thresholds_to_policy=to_policy)
-            policy = cand.policy
-            warm = trial.user_attrs.get(WARM_ATTR)
-            if fit and not (warm and session.meets_cost(session.probe(policy, latency=False))):
-                policy = fit_to_budget(session, policy, bounds)
-            trial.set_user_attr("policy_key", policy.key())
-            trial.set_user_attr("ratios", {k: round(v, 6) for k, v in policy.ratios.items()})
-            overrides = {**cand.overrides, **self._chunk_overrides(settings, cand.overrides, pruner, opts.report_chunks)}
-            note = f"{self.name} trial {trial.number}" + (f" warm-start {warm}" if warm else "")
             try:
-                result = self._evaluate(session, trial, policy, overrides, note, opts, pruner)
+                self._trial(session, study, space, codec, opts, fit=fit)
             except BudgetExhausted:
-                study.tell(trial, state=_state("FAIL"))
                 break
-            self._tell(session, study, trial, result, objective)
             repeats = repeats + 1 if session.trials_done == before else 0
             if repeats >= max(10, cfg.trials):
                 warnings.warn(f"{self.name}: the sampler proposed {repeats} already-evaluated policies in a row; "
                               "stopping early (try a larger --trials budget or a continuous search space)",
                               stacklevel=2)
                 break
-        if self.multi_objective and objective is not None:
-            self.front = pareto_front(session.history, objective=objective)
-            write_pareto(session.output_dir, history=session.history, front=self.front, objective=objective,
-                         constraints=session.constraints)
+        if self.multi_objective and self._objective_name is not None:
+            self.front = pareto_front(session.history, objective=self._objective_name)
+            write_pareto(session.output_dir, history=session.history, front=self.front,
+                         objective=self._objective_name, constraints=session.constraints)
             self._description += f" front={len(self.front)}"
+
+    def _open_study(self, session: SearchSession, opts: OptunaOptions, space: BoundSpace) -> tuple[Any, bool]:
+        cfg = session.config
+        self._objective_name = self._objective(opts, session.settings)
+        self._pruner = opts.pruner or ("none" if self.multi_objective else "median")
+        sampler_name = "nsga2" if self.multi_objective else (opts.sampler or "tpe")
+        study_name = opts.study_name or f"prunepilot-{self.name}"
+        self._description = (f"{self.name} sampler={sampler_name} space={space.space.name} pruner={self._pruner} "
+                             f"study={study_name}" + (f" objective={self._objective_name}" if self.multi_objective
+                                                      else ""))
+        fingerprint = {"method": self.name, "objective": self._objective_name,
+                       "constraints": session.constraints.to_dict(), "space": space.describe()}
+        return open_study(
+            out_dir=session.output_dir, storage_url=opts.storage, study_name=study_name,
+            directions=["maximize", "minimize"] if self.multi_objective else ["maximize"],
+            sampler=make_sampler(sampler_name, seed=cfg.seed + session.resumed, trials=cfg.trials,
+                                 multi_objective=self.multi_objective),
+            pruner=make_pruner(self._pruner), fingerprint=fingerprint, fresh=session.resumed == 0)
+
+    def _trial(self, session: SearchSession, study: Any, space: BoundSpace, codec: _ThresholdCodec,
+               opts: OptunaOptions, *, fit: bool) -> None:
+        """Ask for one trial, turn it into a policy, evaluate (or reject / re-serve) it and tell Optuna."""
+        trial = study.ask()
+        trial.set_user_attr(OWNER_ATTR, str(session.output_dir.resolve()))
+        cand = space.decode(_suggest(trial, space), thresholds_to_policy=codec.to_policy)
+        policy = cand.policy
+        warm = trial.user_attrs.get(WARM_ATTR)
+        if fit and not (warm and session.meets_cost(session.probe(policy, latency=False))):
+            policy = fit_to_budget(session, policy, self._bounds(space))
+        trial.set_user_attr("policy_key", policy.key())
+        trial.set_user_attr("ratios", {k: round(v, 6) for k, v in policy.ratios.items()})
+        overrides = {**cand.overrides,
+                     **self._chunk_overrides(session.settings, cand.overrides, self._pruner, opts.report_chunks)}
+        note = f"{self.name} trial {trial.number}" + (f" warm-start {warm}" if warm else "")
+        try:
+            result = self._evaluate(session, trial, policy, overrides, note, opts)
+        except BudgetExhausted:
+            study.tell(trial, state=_state("FAIL"))
+            raise
+        self._tell(session, study, trial, result, self._objective_name)
 
     @staticmethod
     def _bounds(space: BoundSpace) -> dict[str, tuple[float, float]]:
@@ -255,7 +264,7 @@ class OptunaSearcher(Searcher):
         return {"finetune_chunks": chunks}
 
     def _evaluate(self, session: SearchSession, trial: Any, policy: Policy, overrides: dict[str, Any], note: str,
-                  opts: OptunaOptions, pruner: str) -> EvalResult:
+                  opts: OptunaOptions) -> EvalResult:
         if RETRY_ATTR in trial.user_attrs:  # an interrupted trial: its result may already be logged
             for _, logged in reversed(session.history):
                 if logged.policy.key() == policy.key() and logged.settings_overrides == overrides:
@@ -274,9 +283,9 @@ class OptunaSearcher(Searcher):
         def on_chunk(chunk: int, acc: float) -> None:
             trial.report(acc, step=chunk)
             if chunk < last and trial.should_prune():
-                raise TrialStopped(f"{pruner} pruner after fine-tune chunk {chunk + 1}: accuracy {acc:.2f}%")
+                raise TrialStopped(f"{self._pruner} pruner after fine-tune chunk {chunk + 1}: accuracy {acc:.2f}%")
 
-        report = pruner != "none" and not self.multi_objective
+        report = self._pruner != "none" and not self.multi_objective
         return session.evaluate(policy, note=note, on_chunk=on_chunk if report else None, overrides=overrides)
 
     @staticmethod
@@ -328,6 +337,26 @@ class NSGA2Searcher(OptunaSearcher):
 
     name = "nsga2"
     multi_objective = True
+
+
+class _ThresholdCodec:
+    """Threshold-mode conversions on the session's importance scores (ratio mode never calls them)."""
+
+    def __init__(self, session: SearchSession) -> None:
+        self.session = session
+
+    def to_policy(self, thresholds: Mapping[str, float], importance: str) -> Policy:
+        """Per-unit thresholds -> policy (channels whose normalised score falls below go)."""
+        s = self.session
+        return s.engine.thresholds_to_policy(thresholds, importance=importance, settings=s.settings,
+                                             max_ratio=s.config.max_ratio)
+
+    def to_threshold(self, unit: str, ratio: float) -> float:
+        """The threshold removing ``ratio`` of ``unit``'s channels (midway between neighbouring scores)."""
+        s = self.session
+        scores = normalized(s.engine.importance(s.config.importance, s.settings)[unit]).sort().values
+        k = round(ratio * len(scores))
+        return 0.0 if k <= 0 else 1.0 if k >= len(scores) else float(scores[k - 1] + scores[k]) / 2
 
 
 def _suggest(trial: Any, space: BoundSpace) -> dict[str, Any]:

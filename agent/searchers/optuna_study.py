@@ -8,9 +8,10 @@ cache, re-serves) exactly what was interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -202,10 +203,17 @@ def open_study(*, out_dir: Path, storage_url: str | None, study_name: str, direc
     return study, len(study.get_trials(deepcopy=False)) == 0
 
 
-def quiet_optuna() -> None:
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
     """Keep Optuna's per-trial INFO lines and the CMA-ES 'constraints unused' warning out of the output."""
     import optuna
 
+    level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", message="Constraints have been set, but CmaEsSampler")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Constraints have been set, but CmaEsSampler")
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
