@@ -79,6 +79,28 @@ def test_warm_start_trials_come_first_and_budget_fit_lands_on_target(tiny_task, 
         assert r.ok and r.feasible and 0.4 < r.flops_ratio <= 0.5
 
 
+def test_candidates_predicted_far_over_the_latency_budget_are_rejected_unevaluated(tiny_task, tmp_path,
+                                                                                  fast_settings, monkeypatch):
+    from agent.constraints import LatencyTarget
+    from agent.evaluation import get_engine
+
+    class SlowTable:  # a latency model predicting every candidate at 1000 ms
+        def predict(self, kept_channels):
+            return 1000.0
+
+    evaluated = []
+    monkeypatch.setattr(agent.session, "evaluate_policy", lambda *a, **k: evaluated.append(1))
+    monkeypatch.setattr(get_engine(tiny_task), "latency_model", SlowTable())
+    c = Constraints(latency_target=LatencyTarget(0.8))
+    s = _session(tiny_task, tmp_path, c, trials=3, settings=fast_settings, warm_start=False)
+    get_searcher("optuna")().run(s)
+    assert not evaluated
+    assert [r.status for r in s.results()] == ["rejected"] * 3
+    assert all("predicted latency" in r.reason and r.latency_pred_ms == 1000.0 for r in s.results())
+    trials = _study(tmp_path).trials
+    assert all(t.state == TrialState.COMPLETE and t.constraints["latency"] > 0 for t in trials)
+
+
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_task, tmp_path, monkeypatch):
     real, calls = agent.session.evaluate_policy, []
 
