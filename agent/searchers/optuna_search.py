@@ -82,7 +82,8 @@ def fit_to_budget(session: SearchSession, policy: Policy, bounds: Mapping[str, t
     and so is a shape that misses the targets even at the bounds' upper ends.
     """
     c = session.constraints
-    if c.flops_target is None and c.params_target is None and session.engine.latency_model is None:
+    latency_predicted = c.latency_target is not None and session.engine.latency_model is not None
+    if c.flops_target is None and c.params_target is None and not latency_predicted:
         return policy
     keep = {u: 1.0 - policy.ratio(u) for u in bounds}
 

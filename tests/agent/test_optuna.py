@@ -79,6 +79,27 @@ def test_warm_start_trials_come_first_and_budget_fit_lands_on_target(tiny_task, 
         assert r.ok and r.feasible and 0.4 < r.flops_ratio <= 0.5
 
 
+def test_fit_to_budget_keeps_the_shape_and_lands_on_the_target(tiny_task, tmp_path, monkeypatch):
+    from agent.evaluation import get_engine
+    from agent.policy import Policy
+    from agent.searchers.optuna_search import fit_to_budget
+
+    s = _session(tiny_task, tmp_path, Constraints(flops_target=0.5))
+    names = s.unit_names
+    bounds = dict.fromkeys(names, (0.0, 0.9))
+    for shape in ({u: 0.05 * i for i, u in enumerate(names)}, {u: 0.6 for u in names}):
+        fitted = fit_to_budget(s, Policy(shape), bounds)
+        exact = s.probe(fitted, latency=False)
+        assert 0.45 < exact.flops_ratio <= 0.5
+        order = sorted(names, key=lambda u: shape[u])
+        assert [fitted.ratio(u) for u in order] == sorted(fitted.ratio(u) for u in order)
+    # no cost target: nothing to fit to, even with a latency model attached
+    monkeypatch.setattr(get_engine(tiny_task), "latency_model", object())
+    free = _session(tiny_task, tmp_path / "free", Constraints(max_acc_drop=1.0))
+    shape = Policy({u: 0.3 for u in names})
+    assert fit_to_budget(free, shape, bounds) is shape
+
+
 def test_candidates_predicted_far_over_the_latency_budget_are_rejected_unevaluated(tiny_task, tmp_path,
                                                                                   fast_settings, monkeypatch):
     from agent.constraints import LatencyTarget
