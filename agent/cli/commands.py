@@ -171,6 +171,10 @@ def _search(args: argparse.Namespace) -> int:
     # 1. everything that can be checked without data or training
     check_task_args(args)
     searcher_cls = get_searcher(args.method)
+    if args.method == "ray":
+        from ..searchers.ray_tune import RayOptions
+
+        RayOptions.from_options(_method_options(args))
     settings = settings_from_args(args)
     constraints = constraints_from_args(args, default_flops=0.5)
     config = SearchConfig(method=args.method, trials=args.trials, seed=args.seed, importance=args.importance,
@@ -205,7 +209,7 @@ def _search(args: argparse.Namespace) -> int:
 def _method_options(args: argparse.Namespace) -> dict[str, object]:
     keys = ("sampler", "storage", "study_name", "rl_algo", "episodes", "warm_start", "objective", "pruner",
             "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "backend", "action_mode", "reward",
-            "search_space", "budget_fit")
+            "search_alg", "max_failures", "search_space", "budget_fit")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -238,7 +242,18 @@ def _register_search(sub: SubParsers) -> None:
     p.set_defaults(func=_search)
 
 
-METHOD_ARGS: list[Callable[[argparse.ArgumentParser], None]] = [add_optuna_args]
+def _ray_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("ray tune (--method ray)")
+    g.add_argument("--concurrency", type=int, default=None, help="trials at once (default 2)")
+    g.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
+    g.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed (default 0)")
+    g.add_argument("--address", default=None, help="join an existing Ray cluster: auto or HOST:PORT (default: a "
+                   "private local Ray on 127.0.0.1)")
+    g.add_argument("--ray-search", dest="search_alg", default=None, help="optuna (default) or random")
+    g.add_argument("--max-failures", type=int, default=None, help="retries of a crashed trial (default 2)")
+
+
+METHOD_ARGS: list[Callable[[argparse.ArgumentParser], None]] = [_ray_args, add_optuna_args]
 """Hooks adding method-specific search options (Optuna, RL, Ray register here)."""
 
 REGISTRY: list[Callable[[SubParsers], None]] = [_register_train, _register_sensitivity, _register_evaluate,

@@ -56,6 +56,7 @@ SEARCHERS: dict[str, str] = {
     "greedy": "agent.searchers.baselines:GreedySearcher",
     "optuna": "agent.searchers.optuna_search:OptunaSearcher",
     "nsga2": "agent.searchers.optuna_search:NSGA2Searcher",
+    "ray": "agent.searchers.ray_tune:RaySearcher",
 }
 """Registry: name -> ``module:Class`` (imported lazily)."""
 

@@ -1,0 +1,247 @@
+"""Ray Tune executor: many evaluations at once, on every CPU/GPU of a node or on an existing Ray cluster.
+
+Ray is only an *executor* of the shared evaluation core: each trial is a thin wrapper around
+:func:`agent.evaluation.evaluate_policy`; the task (model + data) goes into the object store once; a driver-side
+callback records every finished trial in the search's ``results.csv`` as it completes. The search algorithm is
+Optuna TPE (warm-started with the uniform policy) behind a ``ConcurrencyLimiter``, or random; with a chunked
+fine-tune, ASHA stops weak candidates early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..constraints import Constraints
+from ..errors import UserInputError, user_error
+from ..evaluation import EvalResult, EvalSettings, evaluate_policy
+from ..policy import Policy
+from ..results import result_to_row, row_to_result
+from ..session import SearchSession
+from ..tasks.task import Task
+from .base import Searcher
+
+__all__ = ["RayOptions", "RaySearcher", "ray_runtime", "require_ray"]
+
+_NOTE = "ray trial "
+
+
+def require_ray() -> Any:
+    """Import ``ray.tune`` or fail with an install hint."""
+    try:
+        import ray
+        from ray import tune  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - ray is a dependency
+        raise UserInputError(f"--method ray needs Ray Tune ({exc}): pip install 'ray[tune]'") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How Ray Tune runs the evaluations."""
+
+    concurrency: int = 2
+    """Trials running at the same time."""
+    cpus_per_trial: float = 1.0
+    """CPUs reserved per trial (also its torch thread count)."""
+    gpus_per_trial: float = 0.0
+    """GPUs per trial (fractions share a GPU); > 0 evaluates and times on CUDA."""
+    address: str | None = None
+    """``None``: start a private local Ray on 127.0.0.1; ``auto`` or ``HOST:PORT``: join an existing cluster."""
+    search_alg: str = "optuna"
+    """``optuna`` (TPE, warm-started) or ``random``."""
+    max_failures: int = 2
+    """Retries of a trial whose worker crashed (a failing evaluation is recorded, not retried)."""
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> RayOptions:
+        """Options from ``SearchConfig.options`` (CLI names), validated."""
+        opts = cls(concurrency=int(options.get("concurrency", 2)),
+                   cpus_per_trial=float(options.get("cpus_per_trial", 1.0)),
+                   gpus_per_trial=float(options.get("gpus_per_trial", 0.0)), address=options.get("address"),
+                   search_alg=str(options.get("search_alg", "optuna")),
+                   max_failures=int(options.get("max_failures", 2)))
+        if opts.concurrency < 1:
+            raise user_error("--concurrency must be >= 1, got", opts.concurrency, "e.g. --concurrency 2")
+        if opts.cpus_per_trial <= 0:
+            raise user_error("--cpus-per-trial must be > 0, got", opts.cpus_per_trial, "e.g. --cpus-per-trial 1")
+        if opts.gpus_per_trial < 0:
+            raise user_error("--gpus-per-trial must be >= 0, got", opts.gpus_per_trial, "e.g. --gpus-per-trial 0.5")
+        if opts.search_alg not in ("optuna", "random"):
+            raise user_error("unknown --ray-search", opts.search_alg, "choose optuna or random")
+        return opts
+
+
+@contextlib.contextmanager
+def ray_runtime(*, address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> Iterator[Any]:
+    """Connect to Ray for the duration of a search.
+
+    Without ``address`` a private Ray instance is started on 127.0.0.1 only (no dashboard, no usage stats,
+    temp files under ``$RAY_TMPDIR`` or the system temp dir) and shut down afterwards; with ``address`` the
+    existing cluster is joined and left running.
+    """
+    ray = require_ray()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            kwargs: dict[str, Any] = {"_node_ip_address": "127.0.0.1", "include_dashboard": False,
+                                      "log_to_driver": False}
+            if os.environ.get("RAY_TMPDIR"):
+                kwargs["_temp_dir"] = os.environ["RAY_TMPDIR"]
+            if num_cpus is not None:
+                kwargs["num_cpus"] = num_cpus
+            if num_gpus is not None:
+                kwargs["num_gpus"] = num_gpus
+            ray.init(**kwargs)
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _trial_settings(settings: EvalSettings, use_gpu: bool) -> EvalSettings:
+    import dataclasses
+
+    return dataclasses.replace(settings, device="cuda" if use_gpu else "cpu")
+
+
+def evaluate_trial(config: dict[str, Any], *, task: Task, settings: EvalSettings, constraints: Constraints,
+                   importance: str, round_to: int | None, use_gpu: bool, threads: int) -> None:
+    """The Ray Tune trainable: one policy through the shared evaluation core, reported to Tune.
+
+    Accuracy after each fine-tune chunk is reported (ASHA's signal); the last report carries the whole result
+    as a results.csv row, which the driver records. A failing evaluation is reported as a failed row.
+    """
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(max(1, threads))
+    policy = Policy({k: float(v) for k, v in config.items()}, importance, round_to)
+
+    def chunk(i: int, acc: float) -> None:
+        tune.report({"score": acc, "accuracy": acc, "chunk": i, "done": False})
+
+    try:
+        result = evaluate_policy(task, policy, settings=_trial_settings(settings, use_gpu), constraints=constraints,
+                                 on_chunk=chunk if settings.finetune_chunks > 1 else None)
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed trial; the experiment goes on
+        result = EvalResult(policy, status="failed", reason=f"{type(exc).__name__}: {exc}"[:500])
+    score = result.accuracy if result.ok and result.feasible else \
+        (result.accuracy - 100.0 if result.ok and math.isfinite(result.accuracy) else -200.0)
+    tune.report({"score": score, "accuracy": result.accuracy if result.ok else -1.0, "done": True,
+                 "row": json.dumps(result_to_row(0, "ray", result))})
+
+
+class _Recorder:
+    """Driver-side Tune callback: every finished trial becomes a results.csv row before the next is recorded."""
+
+    def __init__(self, session: SearchSession, policy_of: Callable[[dict[str, Any]], Policy]) -> None:
+        self.session, self.policy_of = session, policy_of
+        self.recorded = {r.get("note", "")[len(_NOTE):] for r in session.log.rows if r.get("note", "").startswith(_NOTE)}
+
+    def complete(self, trial: Any) -> None:
+        if trial.trial_id in self.recorded:
+            return
+        last = trial.last_result or {}
+        if last.get("row"):
+            result = row_to_result(json.loads(last["row"]))
+        else:
+            result = EvalResult(self.policy_of(trial.config), status="pruned",
+                                reason=f"stopped early by ASHA after {last.get('training_iteration', 0)} chunk(s)",
+                                intermediate=[last["accuracy"]] if "accuracy" in last else [])
+        self._record(trial, result)
+
+    def error(self, trial: Any) -> None:
+        if trial.trial_id not in self.recorded:
+            self._record(trial, EvalResult(self.policy_of(trial.config), status="failed",
+                                           reason="trial crashed after its retries (worker died or was killed)"))
+
+    def _record(self, trial: Any, result: EvalResult) -> None:
+        self.recorded.add(trial.trial_id)
+        self.session.record(result, note=f"{_NOTE}{trial.trial_id}")
+
+
+class RaySearcher(Searcher):
+    """Policy search with Ray Tune: Optuna TPE or random proposals, ASHA over fine-tune chunks."""
+
+    name = "ray"
+
+    def run(self, session: SearchSession) -> None:  # noqa: D102
+        opts = RayOptions.from_options(session.config.options)
+        require_ray()
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+        from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+        units = session.unit_names
+        lo, hi = session.config.min_ratio, session.config.max_ratio
+        space = {u: tune.uniform(lo, hi) for u in units}
+
+        def policy_of(config: dict[str, Any]) -> Policy:
+            return session.make_policy({u: float(config.get(u, 0.0)) for u in units})
+
+        remaining = session.trials_left()
+        if remaining <= 0:
+            return
+        settings = session.settings
+        chunks = settings.finetune_chunks if settings.finetune_steps > 0 else 1
+        use_gpu = opts.gpus_per_trial > 0
+        if use_gpu and opts.address is None:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise user_error("--gpus-per-trial needs a GPU, got", opts.gpus_per_trial,
+                                 "use --gpus-per-trial 0 on this machine, or --address of a cluster with GPUs")
+        storage = (session.output_dir / "ray_results").resolve()
+        name = "tune"
+        path = storage / name
+        from ._ray_callback import RECORDERS, RecordCallback
+
+        RECORDERS[str(path)] = _Recorder(session, policy_of)
+        with ray_runtime(address=opts.address, num_cpus=None if opts.address else max(
+                int(math.ceil(opts.cpus_per_trial * opts.concurrency)), os.cpu_count() or 1)):
+            trainable = tune.with_resources(
+                tune.with_parameters(evaluate_trial, task=session.task, settings=settings,
+                                     constraints=session.constraints, importance=session.config.importance,
+                                     round_to=session.config.round_to, use_gpu=use_gpu,
+                                     threads=int(max(1, opts.cpus_per_trial))),
+                {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+            if session.resumed and tune.Tuner.can_restore(str(path)):
+                tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                           resume_errored=True)
+            else:
+                if opts.search_alg == "optuna":
+                    from ray.tune.search.optuna import OptunaSearch
+
+                    warm = [dict.fromkeys(units, (lo + hi) / 2)]
+                    alg = ConcurrencyLimiter(OptunaSearch(metric="score", mode="max", seed=session.config.seed,
+                                                          points_to_evaluate=warm),
+                                             max_concurrent=opts.concurrency)
+                else:
+                    alg = BasicVariantGenerator(max_concurrent=opts.concurrency, random_state=session.config.seed)
+                scheduler = ASHAScheduler(time_attr="training_iteration", max_t=chunks + 1, grace_period=1,
+                                          reduction_factor=2) if chunks > 1 else FIFOScheduler()
+                tuner = tune.Tuner(
+                    trainable, param_space=space,
+                    tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=alg, scheduler=scheduler,
+                                                num_samples=remaining, max_concurrent_trials=opts.concurrency),
+                    run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
+                                              failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                                              callbacks=[RecordCallback(str(path))]))
+            try:
+                tuner.fit()
+            finally:
+                RECORDERS.pop(str(path), None)
+
+    def describe(self) -> str:  # noqa: D102
+        return "ray tune"
