@@ -134,6 +134,9 @@ class EvalResult:
     """Accuracy after each fine-tune chunk (when chunks > 1)."""
     times: dict[str, float] = field(default_factory=dict)
     """Wall seconds per phase: apply, finetune, score, measure, total."""
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+    """``EvalSettings`` fields this candidate was evaluated with instead of the search's own (e.g. a searched
+    ``finetune_steps``); empty for almost every result."""
 
     @property
     def wall_s(self) -> float:

@@ -26,7 +26,7 @@ RESULT_COLUMNS = [
     "trial", "method", "status", "ratios", "importance", "round_to", "flops_ratio", "params_ratio",
     "latency_ms", "latency_pred_ms", "latency_ratio", "accuracy", "dense_accuracy", "acc_drop", "feasible",
     "reason", "wall_s", "macs", "params", "peak_mem_mb", "model_mb", "kept_channels", "intermediate",
-    "times", "note", "policy_key", "timestamp",
+    "times", "note", "policy_key", "timestamp", "settings_overrides",
 ]
 """Columns of ``results.csv`` in order."""
 
@@ -54,6 +54,7 @@ def result_to_row(trial: int, method: str, result: EvalResult, note: str = "") -
         "intermediate": json.dumps([round(a, 4) for a in result.intermediate]),
         "times": json.dumps({k: round(v, 5) for k, v in result.times.items()}, sort_keys=True),
         "note": note, "policy_key": p.key(), "timestamp": f"{time.time():.3f}",
+        "settings_overrides": json.dumps(result.settings_overrides, sort_keys=True) if result.settings_overrides else "",
     }
 
 
@@ -77,6 +78,7 @@ def row_to_result(row: dict[str, str]) -> EvalResult:
         model_mb=_f(row["model_mb"]), feasible=row["feasible"] == "True", reason=row["reason"],
         kept_channels={k: int(v) for k, v in json.loads(row["kept_channels"] or "{}").items()},
         intermediate=list(json.loads(row["intermediate"] or "[]")), times=json.loads(row["times"] or "{}"),
+        settings_overrides=json.loads(row.get("settings_overrides") or "{}"),
     )
 
 

@@ -124,6 +124,7 @@ def _result_dict(r: EvalResult) -> dict[str, Any]:
         "latency_ms": r.latency_ms, "latency_ratio": r.latency_ratio, "latency_pred_ms": r.latency_pred_ms,
         "peak_mem_mb": r.peak_mem_mb, "model_mb": r.model_mb, "feasible": r.feasible, "reason": r.reason,
         "kept_channels": r.kept_channels, "wall_s": r.wall_s,
+        **({"settings_overrides": r.settings_overrides} if r.settings_overrides else {}),
     }
 
 
@@ -160,8 +161,10 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
                                 f"see {out_dir / 'results.csv'}")
     chosen, model, confirmed = None, None, []
     for cand in _ranked_candidates(session)[:confirm_tries]:
-        res, mdl = evaluate_policy(task, cand.policy, settings=settings, constraints=session.constraints,
+        cand_settings = dataclasses.replace(settings, **cand.settings_overrides) if cand.settings_overrides else settings
+        res, mdl = evaluate_policy(task, cand.policy, settings=cand_settings, constraints=session.constraints,
                                    return_model=True)
+        res.settings_overrides = dict(cand.settings_overrides)
         confirmed.append({"policy_key": cand.policy.key(), "feasible": res.feasible, "reason": res.reason,
                           "latency_ms": res.latency_ms})
         if res.ok and res.feasible:
@@ -247,6 +250,8 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
     """
     out = check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     searcher_cls = get_searcher(config.method)
+    searcher_cls.check(config=config, settings=settings, constraints=constraints,
+                       unit_names=get_engine(task).graph.unit_names())
     out.mkdir(parents=True, exist_ok=True)
     _write_run_config(out, task=task, constraints=constraints, settings=settings, config=config, resume=resume)
     if latency_model and settings.measure_latency:

@@ -8,6 +8,7 @@ policy and answers cheap cost questions (predicted or probed FLOPs / params / la
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 import traceback
@@ -29,6 +30,11 @@ from .sensitivity import DEFAULT_SENSITIVITY_RATIOS, SensitivityProfile, analyse
 from .tasks.task import Task
 
 __all__ = ["SearchConfig", "SearchSession", "CostProbe", "BudgetExhausted", "TrialStopped"]
+
+
+def _cache_key(policy: Policy, overrides: Mapping[str, Any] | None) -> str:
+    """Identical policies evaluated under identical settings share one result."""
+    return policy.key() + (json.dumps(dict(overrides), sort_keys=True) if overrides else "")
 
 
 class BudgetExhausted(Exception):
@@ -121,7 +127,7 @@ class SearchSession:
         for trial, result in log.results():
             self.history.append((trial, result))
             if result.status in ("ok", "rejected"):
-                self._cache[result.policy.key()] = result
+                self._cache[_cache_key(result.policy, result.settings_overrides)] = result
         self.resumed = len(self.history)
         self._bar = None
         if progress:
@@ -168,27 +174,36 @@ class SearchSession:
         return Policy({k: min(hi, max(lo, float(v))) for k, v in ratios.items()}, self.config.importance,
                       self.config.round_to)
 
-    def lookup(self, policy: Policy) -> EvalResult | None:
+    def lookup(self, policy: Policy, overrides: Mapping[str, Any] | None = None) -> EvalResult | None:
         """An earlier result for an identical policy (this run or the resumed one), if any."""
-        return self._cache.get(policy.key())
+        return self._cache.get(_cache_key(policy, overrides))
 
-    def evaluate(self, policy: Policy, *, note: str = "",
-                 on_chunk: Callable[[int, float], None] | None = None) -> EvalResult:
+    def evaluate(self, policy: Policy, *, note: str = "", on_chunk: Callable[[int, float], None] | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> EvalResult:
         """Evaluate ``policy`` (or return the stored result of an identical one) and log it.
 
         Exceptions inside the evaluation (including NaN losses and out-of-memory) are recorded as a ``failed``
         result and the search continues. Bad user input (:class:`UserInputError`) propagates.
 
+        Args:
+            policy: The candidate.
+            note: Free text stored with the result.
+            on_chunk: Fine-tune chunk callback (may raise :class:`TrialStopped`).
+            overrides: ``EvalSettings`` fields to change for this candidate only (e.g. a searched
+                ``finetune_steps``); stored with the result and part of the cache key.
+
         Raises:
             BudgetExhausted: No trials or time left.
         """
-        cached = self.lookup(policy)
+        overrides = dict(overrides or {})
+        cached = self.lookup(policy, overrides)
         if cached is not None:
             return cached
         if self.should_stop():
             raise BudgetExhausted(f"budget spent after {self.trials_done} evaluations")
+        settings = dataclasses.replace(self.settings, **overrides) if overrides else self.settings
         try:
-            result = evaluate_policy(self.task, policy, settings=self.settings, constraints=self.constraints,
+            result = evaluate_policy(self.task, policy, settings=settings, constraints=self.constraints,
                                      on_chunk=on_chunk)
         except UserInputError:
             raise
@@ -196,6 +211,7 @@ class SearchSession:
             result = EvalResult(policy, status="pruned", reason=f"stopped early: {exc}")
         except Exception as exc:  # noqa: BLE001 - any fault inside a trial is recorded, the search goes on
             result = self._failure(policy, exc)
+        result.settings_overrides = overrides
         self.record(result, note=note)
         return result
 
@@ -215,7 +231,7 @@ class SearchSession:
         self.log.append(trial, self.config.method, result, note)
         self.history.append((trial, result))
         if result.status in ("ok", "rejected"):
-            self._cache[result.policy.key()] = result
+            self._cache[_cache_key(result.policy, result.settings_overrides)] = result
         if self._bar is not None:
             self._bar.update(1)
             best = self.best()

@@ -21,6 +21,7 @@ from .common import (
     task_from_args,
 )
 from .display import print_search_summary, print_table
+from .optuna_args import add_optuna_args
 from .rl_args import add_rl_args
 
 __all__ = ["REGISTRY"]
@@ -170,11 +171,7 @@ def _search(args: argparse.Namespace) -> int:
 
     # 1. everything that can be checked without data or training
     check_task_args(args)
-    get_searcher(args.method)
-    if args.method == "ray":
-        from ..searchers.ray_tune import RayOptions
-
-        RayOptions.from_options(_method_options(args))
+    searcher_cls = get_searcher(args.method)
     settings = settings_from_args(args)
     constraints = constraints_from_args(args, default_flops=0.5)
     trials = args.trials
@@ -183,6 +180,7 @@ def _search(args: argparse.Namespace) -> int:
     config = SearchConfig(method=args.method, trials=trials, seed=args.seed, importance=args.importance,
                           max_ratio=args.max_ratio, min_ratio=args.min_ratio, round_to=args.round_to,
                           time_budget_s=args.time_budget, options=_method_options(args))
+    searcher_cls.check(config=config, settings=settings, constraints=constraints)
     final = FinalTuneConfig(epochs=args.final_epochs, lr=args.final_lr, kd_alpha=args.kd_alpha,
                             kd_temperature=args.kd_temperature)
     check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
@@ -211,7 +209,7 @@ def _search(args: argparse.Namespace) -> int:
 def _method_options(args: argparse.Namespace) -> dict[str, object]:
     keys = ("sampler", "storage", "study_name", "rl_algo", "episodes", "warm_start", "objective", "pruner",
             "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "backend", "action_mode", "reward",
-            "search_alg", "max_failures")
+            "search_alg", "max_failures", "search_space", "budget_fit")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -256,7 +254,7 @@ def _ray_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-failures", type=int, default=None, help="retries of a crashed trial (default 2)")
 
 
-METHOD_ARGS: list[Callable[[argparse.ArgumentParser], None]] = [_ray_args]
+METHOD_ARGS: list[Callable[[argparse.ArgumentParser], None]] = [_ray_args, add_optuna_args]
 """Hooks adding method-specific search options (Optuna, RL, Ray register here)."""
 METHOD_ARGS.append(add_rl_args)
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import user_error
-from ..session import SearchSession
+from ..session import SearchConfig, SearchSession
+
+if TYPE_CHECKING:
+    from ..constraints import Constraints
+    from ..evaluation import EvalSettings
 
 __all__ = ["Searcher", "SEARCHERS", "get_searcher", "searcher_names"]
 
@@ -31,11 +36,26 @@ class Searcher(ABC):
         """One line for logs and summaries."""
         return self.name
 
+    @classmethod
+    def check(cls, *, config: SearchConfig, settings: EvalSettings, constraints: Constraints,
+              unit_names: Sequence[str] | None = None) -> None:
+        """Validate method-specific options before any expensive work (default: nothing to check).
+
+        Called by the CLI before the task is built, and by ``run_search`` with the task's ``unit_names`` before
+        anything is written.
+
+        Raises:
+            UserInputError: An option is invalid.
+        """
+        del config, settings, constraints, unit_names
+
 
 SEARCHERS: dict[str, str] = {
     "uniform": "agent.searchers.baselines:UniformSearcher",
     "global": "agent.searchers.baselines:GlobalSearcher",
     "greedy": "agent.searchers.baselines:GreedySearcher",
+    "optuna": "agent.searchers.optuna_search:OptunaSearcher",
+    "nsga2": "agent.searchers.optuna_search:NSGA2Searcher",
     "rl": "agent.searchers.rl:RLSearcher",
     "ray": "agent.searchers.ray_tune:RaySearcher",
 }

@@ -10,10 +10,12 @@ import torch
 import torch_pruning as tp
 
 from ..errors import UserInputError
+from ..policy import Policy
 from ..session import BudgetExhausted, CostProbe, SearchSession
 from .base import Searcher
 
-__all__ = ["UniformSearcher", "GlobalSearcher", "GreedySearcher", "global_pruning_ratios"]
+__all__ = ["UniformSearcher", "GlobalSearcher", "GreedySearcher", "global_pruning_ratios", "uniform_policy",
+           "greedy_policy"]
 
 
 def _cost_probe(session: SearchSession, ratios_of: callable) -> callable:  # type: ignore[valid-type]
@@ -48,6 +50,21 @@ def _accuracy_bisect(session: SearchSession, ratios_of: callable, note: str) -> 
         return
 
 
+def uniform_policy(session: SearchSession) -> Policy | None:
+    """The uniform policy with the smallest ratio meeting the cost targets (None without a cost target).
+
+    Costs are probed on built models (and measured latency when latency is constrained); nothing is evaluated.
+
+    Raises:
+        UserInputError: The targets cannot be met even at ``max_ratio``.
+    """
+    if not session.constraints.has_cost_target:
+        return None
+    units = session.unit_names
+    r = session.min_ratio_meeting(_cost_probe(session, lambda x: dict.fromkeys(units, x)))
+    return session.make_policy(dict.fromkeys(units, r))
+
+
 class UniformSearcher(Searcher):
     """The same ratio in every unit, bisected to the smallest ratio that meets the cost targets."""
 
@@ -55,15 +72,11 @@ class UniformSearcher(Searcher):
 
     def run(self, session: SearchSession) -> None:  # noqa: D102
         units = session.unit_names
-
-        def ratios_of(r: float) -> dict[str, float]:
-            return dict.fromkeys(units, r)
-
-        if not session.constraints.has_cost_target:
-            _accuracy_bisect(session, ratios_of, "uniform")
+        policy = uniform_policy(session)
+        if policy is None:
+            _accuracy_bisect(session, lambda r: dict.fromkeys(units, r), "uniform")
             return
-        r = session.min_ratio_meeting(_cost_probe(session, ratios_of))
-        session.evaluate(session.make_policy(ratios_of(r)), note=f"uniform r={r:.4f}")
+        session.evaluate(policy, note=f"uniform r={policy.ratio(units[0]):.4f}")
 
 
 class _CachedImportance(tp.importance.Importance):
@@ -166,7 +179,14 @@ class GreedySearcher(Searcher):
             terms.append(lat / target)
         return max(terms)
 
-    def run(self, session: SearchSession) -> None:  # noqa: D102
+    def path(self, session: SearchSession) -> tuple[dict[str, float], list[dict[str, float]]]:
+        """The greedy walk: its final ratios and the ratios after each step.
+
+        The final ratios meet the cost targets when there are any.
+
+        Raises:
+            UserInputError: The cost targets cannot be met even at ``max_ratio``.
+        """
         profile = session.sensitivity()
         units = session.unit_names
         hi = session.config.max_ratio
@@ -201,6 +221,10 @@ class GreedySearcher(Searcher):
             checkpoints.append(dict(ratios))
             if not session.constraints.has_cost_target and len(checkpoints) > 200:
                 break
+        return ratios, checkpoints
+
+    def run(self, session: SearchSession) -> None:  # noqa: D102
+        ratios, checkpoints = self.path(session)
         try:
             if session.constraints.has_cost_target:
                 session.evaluate(session.make_policy(ratios), note=f"greedy steps={len(checkpoints)}")
@@ -223,3 +247,14 @@ class GreedySearcher(Searcher):
                 lo = mid + 1
             else:
                 hi = mid - 1
+
+
+def greedy_policy(session: SearchSession, *, step: float = 0.05) -> Policy | None:
+    """The sensitivity-greedy policy meeting the cost targets (None without a cost target); nothing is evaluated.
+
+    Raises:
+        UserInputError: The targets cannot be met even at ``max_ratio``.
+    """
+    if not session.constraints.has_cost_target:
+        return None
+    return session.make_policy(GreedySearcher(step=step).path(session)[0])

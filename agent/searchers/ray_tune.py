@@ -176,6 +176,13 @@ class RaySearcher(Searcher):
 
     name = "ray"
 
+    @classmethod
+    def check(cls, *, config: Any, settings: EvalSettings, constraints: Constraints,
+              unit_names: Any = None) -> None:
+        """Validate the Ray options (concurrency, resources, search algorithm) before any work."""
+        del settings, constraints, unit_names
+        RayOptions.from_options(config.options)
+
     def run(self, session: SearchSession) -> None:  # noqa: D102
         opts = RayOptions.from_options(session.config.options)
         require_ray()

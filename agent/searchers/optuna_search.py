@@ -1,0 +1,372 @@
+"""Optuna policy search: ``optuna`` (most accurate policy under constraints) and ``nsga2`` (accuracy-cost front).
+
+Each trial samples a point of the declarative search space (:mod:`search_spaces`), decodes it into a policy,
+optionally fits the policy onto the FLOPs / params budget, skips it when its predicted cost is far over budget
+(logged as ``rejected``), and otherwise evaluates it through the session (logged before Optuna hears of it).
+Constraints reach Optuna through ``trial.set_constraint``; intermediate accuracy per fine-tune chunk feeds the
+pruner. The study sits in an RDB storage next to ``results.csv``, so ``--resume`` continues it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..constraints import Constraints
+from ..errors import user_error
+from ..evaluation import EvalResult, EvalSettings
+from ..policy import Policy
+from ..pruning.importance import normalized
+from ..session import BudgetExhausted, CostProbe, SearchConfig, SearchSession, TrialStopped
+from .base import Searcher
+from .baselines import greedy_policy, uniform_policy
+from .optuna_study import (
+    OWNER_ATTR,
+    RETRY_ATTR,
+    WARM_ATTR,
+    OptunaOptions,
+    make_pruner,
+    make_sampler,
+    open_study,
+    quiet_optuna,
+)
+from .pareto import COST_OF, pareto_front, write_pareto
+
+if TYPE_CHECKING:
+    from search_spaces import BoundSpace
+
+__all__ = ["OptunaSearcher", "NSGA2Searcher", "constraint_values", "fit_to_budget"]
+
+
+def constraint_values(constraints: Constraints, *, flops_ratio: float, params_ratio: float,
+                      latency_ratio: float | None, latency_ms: float | None,
+                      acc_drop: float | None) -> dict[str, float]:
+    """Optuna constraint values (feasible when all are <= 0), consistent with ``Constraints.violations``."""
+    c, eps, out = constraints, 1e-9, {}
+    if c.max_acc_drop is not None and acc_drop is not None:
+        out["acc_drop"] = (acc_drop - c.max_acc_drop - eps) / 100.0
+    if c.flops_target is not None:
+        out["flops"] = flops_ratio - c.flops_target - eps
+    if c.params_target is not None:
+        out["params"] = params_ratio - c.params_target - eps
+    lt = c.latency_target
+    if lt is not None and lt.unit == "ratio" and latency_ratio is not None:
+        out["latency"] = latency_ratio - lt.value - eps
+    if lt is not None and lt.unit == "ms" and latency_ms is not None:
+        out["latency"] = (latency_ms - lt.value - eps) / lt.value
+    return out
+
+
+def _over_budget(session: SearchSession, cost: CostProbe, scale: float = 1.0) -> float:
+    """Largest ``predicted / target`` over the FLOPs, params and (predicted) latency targets; 0 without any."""
+    c, terms = session.constraints, [0.0]
+    if c.flops_target is not None:
+        terms.append(cost.flops_ratio * scale / c.flops_target)
+    if c.params_target is not None:
+        terms.append(cost.params_ratio * scale / c.params_target)
+    lt = c.latency_target
+    if lt is not None and cost.latency_ms is not None:
+        terms.append((cost.latency_ratio or math.inf) / lt.value if lt.unit == "ratio" else cost.latency_ms / lt.value)
+    return max(terms)
+
+
+def fit_to_budget(session: SearchSession, policy: Policy, bounds: Mapping[str, tuple[float, float]], *,
+                  iters: int = 24) -> Policy:
+    """Scale every unit's kept fraction by one factor so the policy just meets the cost targets.
+
+    Keeps the policy's shape (which units are pruned harder) and moves it onto the budget boundary, where the
+    most accurate feasible policies lie. Costs are predicted (no model built); one exact count corrects the
+    FLOPs / params prediction. Without FLOPs / params targets (or a latency model) the policy is returned as is,
+    and so is a shape that misses the targets even at the bounds' upper ends.
+    """
+    c = session.constraints
+    latency_predicted = c.latency_target is not None and session.engine.latency_model is not None
+    if c.flops_target is None and c.params_target is None and not latency_predicted:
+        return policy
+    keep = {u: 1.0 - policy.ratio(u) for u in bounds}
+
+    def at(lam: float) -> Policy:
+        return Policy({u: min(hi, max(lo, 1.0 - keep[u] * lam)) for u, (lo, hi) in bounds.items()},
+                      policy.importance, policy.round_to)
+
+    top = max((1.0 - lo) / keep[u] for u, (lo, _) in bounds.items())
+    scale = 1.0
+    for _ in range(3):
+        if _over_budget(session, session.predict(at(top)), scale) <= 1.0:
+            fitted = at(top)
+        elif _over_budget(session, session.predict(at(0.0)), scale) > 1.0:
+            return policy
+        else:
+            lo_l, hi_l = 0.0, top
+            for _ in range(iters):
+                mid = (lo_l + hi_l) / 2
+                lo_l, hi_l = (mid, hi_l) if _over_budget(session, session.predict(at(mid)), scale) <= 1.0 else (lo_l, mid)
+            fitted = at(lo_l)
+        if c.flops_target is None and c.params_target is None:
+            return fitted
+        exact, pred = session.probe(fitted, latency=False), session.predict(fitted)
+        if session.meets_cost(CostProbe(exact.flops_ratio, exact.params_ratio)):
+            return fitted
+        scale *= max(exact.flops_ratio / max(pred.flops_ratio, 1e-12),
+                     exact.params_ratio / max(pred.params_ratio, 1e-12)) * 1.002
+    return fitted
+
+
+class OptunaSearcher(Searcher):
+    """Single-objective Optuna search: maximise accuracy subject to every constraint."""
+
+    name = "optuna"
+    multi_objective: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._description = self.name
+        self._objective_name: str | None = None
+        self._pruner = "none"
+        self.front: list[tuple[int, EvalResult]] = []
+        """The Pareto front after an ``nsga2`` run: ``(trial, result)`` sorted by cost."""
+
+    def describe(self) -> str:  # noqa: D102
+        return self._description
+
+    # ------------------------------------------------------------------ validation
+    @classmethod
+    def check(cls, *, config: SearchConfig, settings: EvalSettings, constraints: Constraints,
+              unit_names: Sequence[str] | None = None) -> None:
+        """Validate the Optuna options (sampler, pruner, objective, storage, search space) before any work."""
+        opts = cls._options(config.options, settings)
+        if unit_names is not None:
+            cls._space(opts, config, unit_names)
+
+    @staticmethod
+    def _space(opts: OptunaOptions, cfg: SearchConfig, unit_names: Sequence[str]) -> BoundSpace:
+        from search_spaces import load_space
+
+        return load_space(opts.search_space).bind(unit_names=unit_names, min_ratio=cfg.min_ratio,
+                                                  max_ratio=cfg.max_ratio, importance=cfg.importance,
+                                                  round_to=cfg.round_to)
+
+    @classmethod
+    def _options(cls, options: Mapping[str, Any], settings: EvalSettings) -> OptunaOptions:
+        opts = OptunaOptions.from_options(options)
+        if cls.multi_objective:
+            if opts.objective == "latency" and not settings.measure_latency:
+                raise user_error("--objective latency needs measured latency, but --no-latency was given:",
+                                 opts.objective, "drop --no-latency or pass --objective flops")
+            if opts.sampler is not None:
+                warnings.warn("--sampler is ignored by --method nsga2 (it always uses NSGA-II)", stacklevel=2)
+            if opts.pruner == "median":
+                raise user_error("--pruner median does not work with multi-objective studies, got", opts.pruner,
+                                 "drop --pruner or pass --pruner none")
+        elif opts.objective is not None:
+            warnings.warn("--objective only applies to --method nsga2; --method optuna maximises accuracy",
+                          stacklevel=2)
+        return opts
+
+    def _objective(self, opts: OptunaOptions, settings: EvalSettings) -> str | None:
+        if not self.multi_objective:
+            return None
+        return opts.objective or ("latency" if settings.measure_latency else "flops")
+
+    # ------------------------------------------------------------------ search
+    def run(self, session: SearchSession) -> None:  # noqa: D102
+        with quiet_optuna():
+            self._search(session)
+
+    def _search(self, session: SearchSession) -> None:
+        cfg = session.config
+        opts = self._options(cfg.options, session.settings)
+        space = self._space(opts, cfg, session.unit_names)
+        study, empty = self._open_study(session, opts, space)
+        codec = _ThresholdCodec(session)
+        if empty and opts.warm_start:
+            for label, make in (("uniform", uniform_policy), ("greedy", greedy_policy)):
+                policy = make(session)
+                if policy is not None:
+                    study.enqueue_trial(space.encode(policy, ratio_to_threshold=codec.to_threshold),
+                                        user_attrs={WARM_ATTR: label})
+        fit = opts.budget_fit if opts.budget_fit is not None else not self.multi_objective
+        repeats = 0
+        while not session.should_stop():
+            before = session.trials_done
+            try:
+                self._trial(session, study, space, codec, opts, fit=fit)
+            except BudgetExhausted:
+                break
+            repeats = repeats + 1 if session.trials_done == before else 0
+            if repeats >= max(10, cfg.trials):
+                warnings.warn(f"{self.name}: the sampler proposed {repeats} already-evaluated policies in a row; "
+                              "stopping early (try a larger --trials budget or a continuous search space)",
+                              stacklevel=2)
+                break
+        if self.multi_objective and self._objective_name is not None:
+            self.front = pareto_front(session.history, objective=self._objective_name)
+            write_pareto(session.output_dir, history=session.history, front=self.front,
+                         objective=self._objective_name, constraints=session.constraints)
+            self._description += f" front={len(self.front)}"
+
+    def _open_study(self, session: SearchSession, opts: OptunaOptions, space: BoundSpace) -> tuple[Any, bool]:
+        cfg = session.config
+        self._objective_name = self._objective(opts, session.settings)
+        self._pruner = opts.pruner or ("none" if self.multi_objective else "median")
+        sampler_name = "nsga2" if self.multi_objective else (opts.sampler or "tpe")
+        study_name = opts.study_name or f"prunepilot-{self.name}"
+        self._description = (f"{self.name} sampler={sampler_name} space={space.space.name} pruner={self._pruner} "
+                             f"study={study_name}" + (f" objective={self._objective_name}" if self.multi_objective
+                                                      else ""))
+        fingerprint = {"method": self.name, "objective": self._objective_name,
+                       "constraints": session.constraints.to_dict(), "space": space.describe()}
+        return open_study(
+            out_dir=session.output_dir, storage_url=opts.storage, study_name=study_name,
+            directions=["maximize", "minimize"] if self.multi_objective else ["maximize"],
+            sampler=make_sampler(sampler_name, seed=cfg.seed + session.resumed, trials=cfg.trials,
+                                 multi_objective=self.multi_objective),
+            pruner=make_pruner(self._pruner), fingerprint=fingerprint, fresh=session.resumed == 0)
+
+    def _trial(self, session: SearchSession, study: Any, space: BoundSpace, codec: _ThresholdCodec,
+               opts: OptunaOptions, *, fit: bool) -> None:
+        """Ask for one trial, turn it into a policy, evaluate (or reject / re-serve) it and tell Optuna."""
+        trial = study.ask()
+        trial.set_user_attr(OWNER_ATTR, str(session.output_dir.resolve()))
+        cand = space.decode(_suggest(trial, space), thresholds_to_policy=codec.to_policy)
+        policy = cand.policy
+        warm = trial.user_attrs.get(WARM_ATTR)
+        if fit and not (warm and session.meets_cost(session.probe(policy, latency=False))):
+            policy = fit_to_budget(session, policy, self._bounds(space))
+        trial.set_user_attr("policy_key", policy.key())
+        trial.set_user_attr("ratios", {k: round(v, 6) for k, v in policy.ratios.items()})
+        overrides = {**cand.overrides,
+                     **self._chunk_overrides(session.settings, cand.overrides, self._pruner, opts.report_chunks)}
+        note = f"{self.name} trial {trial.number}" + (f" warm-start {warm}" if warm else "")
+        try:
+            result = self._evaluate(session, trial, policy, overrides, note, opts)
+        except BudgetExhausted:
+            study.tell(trial, state=_state("FAIL"))
+            raise
+        self._tell(session, study, trial, result, self._objective_name)
+
+    @staticmethod
+    def _bounds(space: BoundSpace) -> dict[str, tuple[float, float]]:
+        if space.mode != "ratio":
+            return dict.fromkeys(space.unit_names, space.ratio_bounds)
+        out = {u: (v, v) for u, v in space.fixed.items()}
+        for d in space.dimensions:
+            out.update(dict.fromkeys(d.units, (d.low, d.high)))
+        return out
+
+    @staticmethod
+    def _chunk_overrides(settings: EvalSettings, overrides: Mapping[str, Any], pruner: str,
+                         chunks: int) -> dict[str, Any]:
+        """Score accuracy after each of ``chunks`` fine-tune chunks for the pruner (training is unchanged)."""
+        steps = overrides.get("finetune_steps", settings.finetune_steps)
+        if pruner == "none" or settings.finetune_chunks > 1 or chunks < 2 or steps < 2 * chunks:
+            return {}
+        return {"finetune_chunks": chunks}
+
+    def _evaluate(self, session: SearchSession, trial: Any, policy: Policy, overrides: dict[str, Any], note: str,
+                  opts: OptunaOptions) -> EvalResult:
+        if RETRY_ATTR in trial.user_attrs:  # an interrupted trial: its result may already be logged
+            for _, logged in reversed(session.history):
+                if logged.policy.key() == policy.key() and logged.settings_overrides == overrides:
+                    return logged
+        earlier = session.lookup(policy)
+        if earlier is not None and earlier.status == "rejected":
+            return earlier
+        pred = session.predict(policy)
+        reason = self._precheck(session, pred, opts.reject_margin)
+        if reason:
+            return session.reject(policy, reason, note=note, latency_pred_ms=pred.latency_ms)
+        steps = overrides.get("finetune_steps", session.settings.finetune_steps)
+        chunks = overrides.get("finetune_chunks", session.settings.finetune_chunks)
+        last = math.ceil(steps / max(1, math.ceil(steps / chunks))) - 1 if steps else 0
+
+        def on_chunk(chunk: int, acc: float) -> None:
+            trial.report(acc, step=chunk)
+            if chunk < last and trial.should_prune():
+                raise TrialStopped(f"{self._pruner} pruner after fine-tune chunk {chunk + 1}: accuracy {acc:.2f}%")
+
+        report = self._pruner != "none" and not self.multi_objective
+        return session.evaluate(policy, note=note, on_chunk=on_chunk if report else None, overrides=overrides)
+
+    @staticmethod
+    def _precheck(session: SearchSession, pred: CostProbe, margin: float) -> str:
+        c, issues = session.constraints, []
+        if c.flops_target is not None and pred.flops_ratio > c.flops_target * (1 + margin):
+            issues.append(f"predicted FLOPs {pred.flops_ratio:.3f} > target {c.flops_target:.3f} by over {margin:.0%}")
+        if c.params_target is not None and pred.params_ratio > c.params_target * (1 + margin):
+            issues.append(f"predicted params {pred.params_ratio:.3f} > target {c.params_target:.3f} by over "
+                          f"{margin:.0%}")
+        lt = c.latency_target
+        if lt is not None and pred.latency_ms is not None:
+            value = pred.latency_ratio if lt.unit == "ratio" else pred.latency_ms
+            if value is not None and value > lt.value * (1 + margin):
+                issues.append(f"predicted latency {value:.3f}{'x' if lt.unit == 'ratio' else 'ms'} > target "
+                              f"{lt.text()} by over {margin:.0%}")
+        return "; ".join(issues)
+
+    def _tell(self, session: SearchSession, study: Any, trial: Any, result: EvalResult, objective: str | None) -> None:
+        trial.set_user_attr("status", result.status)
+        if result.reason:
+            trial.set_user_attr("reason", result.reason[:300])
+        if result.status in ("failed", "pruned"):
+            study.tell(trial, state=_state("FAIL" if result.status == "failed" else "PRUNED"))
+            return
+        if result.status == "rejected":  # told as infeasible, with the predicted costs
+            pred = session.predict(result.policy)
+            cons = constraint_values(session.constraints, flops_ratio=pred.flops_ratio,
+                                     params_ratio=pred.params_ratio, latency_ratio=pred.latency_ratio,
+                                     latency_ms=pred.latency_ms, acc_drop=None)
+            cost = pred.latency_ratio if objective == "latency" and pred.latency_ratio else pred.flops_ratio
+            values = [0.0, cost]
+        else:
+            cons = constraint_values(session.constraints, flops_ratio=result.flops_ratio,
+                                     params_ratio=result.params_ratio, latency_ratio=result.latency_ratio,
+                                     latency_ms=result.latency_ms, acc_drop=result.acc_drop)
+            values = [result.accuracy, COST_OF[objective](result) if objective else 0.0]
+            for key in ("flops_ratio", "params_ratio", "latency_ratio", "acc_drop"):
+                value = getattr(result, key)
+                if value is not None and math.isfinite(value):
+                    trial.set_user_attr(key, float(value))
+        for key, value in cons.items():
+            trial.set_constraint(key, value)
+        study.tell(trial, values if self.multi_objective else values[0])
+
+
+class NSGA2Searcher(OptunaSearcher):
+    """Multi-objective NSGA-II search: accuracy versus measured latency (or FLOPs); writes the Pareto front."""
+
+    name = "nsga2"
+    multi_objective = True
+
+
+class _ThresholdCodec:
+    """Threshold-mode conversions on the session's importance scores (ratio mode never calls them)."""
+
+    def __init__(self, session: SearchSession) -> None:
+        self.session = session
+
+    def to_policy(self, thresholds: Mapping[str, float], importance: str) -> Policy:
+        """Per-unit thresholds -> policy (channels whose normalised score falls below go)."""
+        s = self.session
+        return s.engine.thresholds_to_policy(thresholds, importance=importance, settings=s.settings,
+                                             max_ratio=s.config.max_ratio)
+
+    def to_threshold(self, unit: str, ratio: float) -> float:
+        """The threshold removing ``ratio`` of ``unit``'s channels (midway between neighbouring scores)."""
+        s = self.session
+        scores = normalized(s.engine.importance(s.config.importance, s.settings)[unit]).sort().values
+        k = round(ratio * len(scores))
+        return 0.0 if k <= 0 else 1.0 if k >= len(scores) else float(scores[k - 1] + scores[k]) / 2
+
+
+def _suggest(trial: Any, space: BoundSpace) -> dict[str, Any]:
+    from search_spaces import suggest_params
+
+    return suggest_params(trial, space)
+
+
+def _state(name: str) -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState[name]
