@@ -11,11 +11,11 @@ Typical use::
 from .bound import CHOICE_PARAMS, BoundSpace, Candidate, Dimension, bind_space
 from .optuna_render import optuna_distributions, suggest_params
 from .presets import PRESETS, STAGE_RULES, load_space, preset_names
-from .ray_render import to_ray_tune
+from .ray_render import from_ray_config, to_ray_keys, to_ray_tune
 from .space import SPACE_MODES, GroupRule, SearchSpace
 
 __all__ = [
     "BoundSpace", "CHOICE_PARAMS", "Candidate", "Dimension", "GroupRule", "PRESETS", "SPACE_MODES", "STAGE_RULES",
-    "SearchSpace", "bind_space", "load_space", "optuna_distributions", "preset_names", "suggest_params",
-    "to_ray_tune",
+    "SearchSpace", "bind_space", "from_ray_config", "load_space", "optuna_distributions", "preset_names",
+    "suggest_params", "to_ray_keys", "to_ray_tune",
 ]

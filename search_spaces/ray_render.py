@@ -6,7 +6,20 @@ from typing import Any
 
 from .bound import BoundSpace
 
-__all__ = ["to_ray_tune"]
+__all__ = ["to_ray_tune", "to_ray_keys", "from_ray_config"]
+
+_SEP, _RAY_SEP = "/", "::"
+"""Tune flattens nested configs on ``/``, so parameter names use ``::`` inside Ray and ``/`` everywhere else."""
+
+
+def to_ray_keys(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameter names (``ratio/down1.0``) -> Tune-safe keys (``ratio::down1.0``)."""
+    return {k.replace(_SEP, _RAY_SEP): v for k, v in params.items()}
+
+
+def from_ray_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A Tune trial's ``config`` -> parameters for :meth:`BoundSpace.decode` (inverse of :func:`to_ray_keys`)."""
+    return {k.replace(_RAY_SEP, _SEP): v for k, v in config.items()}
 
 
 def _tune() -> Any:
@@ -18,9 +31,9 @@ def _tune() -> Any:
 
 
 def to_ray_tune(space: BoundSpace) -> dict[str, Any]:
-    """A Ray Tune param space with the same parameter names as the Optuna rendering.
+    """A Ray Tune param space with the Optuna rendering's parameter names, made Tune-safe (see :func:`to_ray_keys`).
 
-    Decode a Ray trial's ``config`` with :meth:`BoundSpace.decode` exactly like Optuna parameters.
+    Decode a Ray trial's ``config`` with ``bound.decode(from_ray_config(config))``.
     """
     tune = _tune()
     params: dict[str, Any] = {}
@@ -28,4 +41,4 @@ def to_ray_tune(space: BoundSpace) -> dict[str, Any]:
         params[d.name] = tune.quniform(d.low, d.high, d.step) if d.step else tune.uniform(d.low, d.high)
     for name, options in space.choices.items():
         params[name] = tune.choice(list(options))
-    return params
+    return to_ray_keys(params)

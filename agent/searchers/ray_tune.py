@@ -19,7 +19,7 @@ from typing import Any
 
 from ..constraints import Constraints
 from ..errors import UserInputError, user_error
-from ..evaluation import EvalResult, EvalSettings, evaluate_policy
+from ..evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
 from ..policy import Policy
 from ..results import result_to_row, row_to_result
 from ..session import SearchSession
@@ -115,27 +115,43 @@ def _trial_settings(settings: EvalSettings, use_gpu: bool) -> EvalSettings:
     return dataclasses.replace(settings, device="cuda" if use_gpu else "cpu")
 
 
-def evaluate_trial(config: dict[str, Any], *, task: Task, settings: EvalSettings, constraints: Constraints,
-                   importance: str, round_to: int | None, use_gpu: bool, threads: int) -> None:
-    """The Ray Tune trainable: one policy through the shared evaluation core, reported to Tune.
+def decode_config(config: Mapping[str, Any], *, task: Task, space: Any, settings: EvalSettings,
+                  max_ratio: float) -> Any:
+    """A trial's sampled parameters -> :class:`search_spaces.Candidate` (policy + evaluation overrides)."""
+    def to_policy(thresholds: Mapping[str, float], importance: str) -> Policy:
+        return get_engine(task).thresholds_to_policy(thresholds, importance=importance, settings=settings,
+                                                     max_ratio=max_ratio)
+
+    from search_spaces import from_ray_config
+
+    return space.decode(from_ray_config(dict(config)), thresholds_to_policy=to_policy)
+
+
+def evaluate_trial(config: dict[str, Any], *, task: Task, space: Any, settings: EvalSettings,
+                   constraints: Constraints, max_ratio: float, use_gpu: bool, threads: int) -> None:
+    """The Ray Tune trainable: one candidate through the shared evaluation core, reported to Tune.
 
     Accuracy after each fine-tune chunk is reported (ASHA's signal); the last report carries the whole result
     as a results.csv row, which the driver records. A failing evaluation is reported as a failed row.
     """
+    import dataclasses
+
     import torch
     from ray import tune
 
     torch.set_num_threads(max(1, threads))
-    policy = Policy({k: float(v) for k, v in config.items()}, importance, round_to)
+    cand = decode_config(config, task=task, space=space, settings=settings, max_ratio=max_ratio)
+    trial_settings = dataclasses.replace(_trial_settings(settings, use_gpu), **cand.overrides)
 
     def chunk(i: int, acc: float) -> None:
         tune.report({"score": acc, "accuracy": acc, "chunk": i, "done": False})
 
     try:
-        result = evaluate_policy(task, policy, settings=_trial_settings(settings, use_gpu), constraints=constraints,
-                                 on_chunk=chunk if settings.finetune_chunks > 1 else None)
+        result = evaluate_policy(task, cand.policy, settings=trial_settings, constraints=constraints,
+                                 on_chunk=chunk if trial_settings.finetune_chunks > 1 else None)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed trial; the experiment goes on
-        result = EvalResult(policy, status="failed", reason=f"{type(exc).__name__}: {exc}"[:500])
+        result = EvalResult(cand.policy, status="failed", reason=f"{type(exc).__name__}: {exc}"[:500])
+    result.settings_overrides = dict(cand.overrides)
     score = result.accuracy if result.ok and result.feasible else \
         (result.accuracy - 100.0 if result.ok and math.isfinite(result.accuracy) else -200.0)
     tune.report({"score": score, "accuracy": result.accuracy if result.ok else -1.0, "done": True,
@@ -179,9 +195,38 @@ class RaySearcher(Searcher):
     @classmethod
     def check(cls, *, config: Any, settings: EvalSettings, constraints: Constraints,
               unit_names: Any = None) -> None:
-        """Validate the Ray options (concurrency, resources, search algorithm) before any work."""
-        del settings, constraints, unit_names
+        """Validate the Ray options and the search space before any work."""
+        del settings, constraints
         RayOptions.from_options(config.options)
+        if unit_names is not None:
+            cls._space(config, unit_names)
+        else:
+            from search_spaces import load_space
+
+            load_space(config.options.get("search_space", "layerwise"))
+
+    @staticmethod
+    def _space(config: Any, unit_names: Any) -> Any:
+        from search_spaces import load_space
+
+        return load_space(config.options.get("search_space", "layerwise")).bind(
+            unit_names=unit_names, min_ratio=config.min_ratio, max_ratio=config.max_ratio,
+            importance=config.importance, round_to=config.round_to)
+
+    @staticmethod
+    def _warm_start(session: SearchSession, space: Any) -> list[dict[str, Any]]:
+        """Start TPE from the uniform policy that meets the targets (ratio-mode spaces)."""
+        from .baselines import uniform_policy
+
+        policy = uniform_policy(session) if space.mode == "ratio" else None
+        if policy is None:
+            return []
+        from search_spaces import to_ray_keys
+
+        params = space.encode(policy)
+        for name, options in space.choices.items():
+            params.setdefault(name, options[0])
+        return [to_ray_keys(params)]
 
     def run(self, session: SearchSession) -> None:  # noqa: D102
         opts = RayOptions.from_options(session.config.options)
@@ -190,12 +235,14 @@ class RaySearcher(Searcher):
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
         from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
-        units = session.unit_names
-        lo, hi = session.config.min_ratio, session.config.max_ratio
-        space = {u: tune.uniform(lo, hi) for u in units}
+        from search_spaces import to_ray_tune
+
+        space = self._space(session.config, session.unit_names)
+        param_space = to_ray_tune(space)
 
         def policy_of(config: dict[str, Any]) -> Policy:
-            return session.make_policy({u: float(config.get(u, 0.0)) for u in units})
+            return decode_config(config, task=session.task, space=space, settings=session.settings,
+                                 max_ratio=session.config.max_ratio).policy
 
         remaining = session.trials_left()
         if remaining <= 0:
@@ -218,10 +265,9 @@ class RaySearcher(Searcher):
         with ray_runtime(address=opts.address, num_cpus=None if opts.address else max(
                 int(math.ceil(opts.cpus_per_trial * opts.concurrency)), os.cpu_count() or 1)):
             trainable = tune.with_resources(
-                tune.with_parameters(evaluate_trial, task=session.task, settings=settings,
-                                     constraints=session.constraints, importance=session.config.importance,
-                                     round_to=session.config.round_to, use_gpu=use_gpu,
-                                     threads=int(max(1, opts.cpus_per_trial))),
+                tune.with_parameters(evaluate_trial, task=session.task, space=space, settings=settings,
+                                     constraints=session.constraints, max_ratio=session.config.max_ratio,
+                                     use_gpu=use_gpu, threads=int(max(1, opts.cpus_per_trial))),
                 {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
             if session.resumed and tune.Tuner.can_restore(str(path)):
                 tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
@@ -230,7 +276,7 @@ class RaySearcher(Searcher):
                 if opts.search_alg == "optuna":
                     from ray.tune.search.optuna import OptunaSearch
 
-                    warm = [dict.fromkeys(units, (lo + hi) / 2)]
+                    warm = self._warm_start(session, space)
                     alg = ConcurrencyLimiter(OptunaSearch(metric="score", mode="max", seed=session.config.seed,
                                                           points_to_evaluate=warm),
                                              max_concurrent=opts.concurrency)
@@ -239,7 +285,7 @@ class RaySearcher(Searcher):
                 scheduler = ASHAScheduler(time_attr="training_iteration", max_t=chunks + 1, grace_period=1,
                                           reduction_factor=2) if chunks > 1 else FIFOScheduler()
                 tuner = tune.Tuner(
-                    trainable, param_space=space,
+                    trainable, param_space=param_space,
                     tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=alg, scheduler=scheduler,
                                                 num_samples=remaining, max_concurrent_trials=opts.concurrency),
                     run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
