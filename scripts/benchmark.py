@@ -4,6 +4,7 @@ Examples:
     python scripts/benchmark.py latency --models tv:resnet18,tv:mobilenet_v2,resnet56 --batches 1,64
     python scripts/benchmark.py lut --models cnn1d,tv:resnet18,tv:mobilenet_v2 --batch 1
     python scripts/benchmark.py quality --tasks default --targets flops=0.3,flops=0.5,flops=0.7,latency=0.6
+    python scripts/benchmark.py scaling --trials 16 --concurrency 1,2
     python scripts/benchmark.py smoke            # seconds; what CI runs
 
 Each run prints a markdown table and writes CSV next to it (``--out``, default ``bench/``).
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--final-epochs", type=float, default=3.0)
     q.add_argument("--latency-batch", type=int, default=64)
     q.add_argument("--data-root", default=None)
+    sc = sub.add_parser("scaling", help="Ray Tune: same N evaluations at 1 vs K trials at a time")
+    sc.add_argument("--trials", type=int, default=16)
+    sc.add_argument("--finetune-steps", type=int, default=150)
+    sc.add_argument("--concurrency", default="1,2")
+    sc.add_argument("--gpus-per-trial", type=float, default=0.0)
     sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
     for s in sub.choices.values():
         s.add_argument("--out", default="bench")
@@ -91,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
                        trials=args.trials, episodes=args.episodes, finetune_steps=args.finetune_steps,
                        final_epochs=args.final_epochs, latency_batch=args.latency_batch, data_root=args.data_root)
         _emit(rows, out, "quality")
+    elif args.cmd == "scaling":
+        from bench_scaling import scaling
+
+        rows = scaling(out=out / "runs", trials=args.trials, finetune_steps=args.finetune_steps,
+                       concurrencies=[int(c) for c in args.concurrency.split(",")], gpus_per_trial=args.gpus_per_trial)
+        _emit(rows, out, "scaling")
     else:
         from bench_latency import flops_vs_latency, table_accuracy
         from bench_quality import quality
