@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from agent.errors import UserInputError
 from agent.evaluation import get_engine
 from agent.finetune import FinalTuneConfig, default_finetune_lr, finetune_model
 from agent.policy import Policy
+
+from .deploy_fixtures import tiny_search_dir
 
 
 class _ShiftedLabels(Dataset):
@@ -111,3 +114,32 @@ def test_bad_final_tune_options_exit_2(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("prunepilot: error: ") and needle in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_finetune_cli_on_a_search_output(tiny_checkpoint, tiny_task, tmp_path, capsys):
+    from agent.artifacts import read_pruned_artifact
+    from agent.tasks import save_checkpoint
+
+    run = tiny_search_dir(tiny_checkpoint)
+    src = read_pruned_artifact(run / "pruned_model.pt")
+    out = tmp_path / "ft"
+    assert main(["finetune", "--pruned", str(run / "pruned_model.pt"), "--checkpoint", str(tiny_checkpoint),
+                 "--epochs", "0.05", "--kd-alpha", "0.5", "--out", str(out), "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    tuned = read_pruned_artifact(out / "pruned_model.pt")
+    assert tuned.policy == src.policy and {k: v.tolist() for k, v in tuned.removed.items()} == \
+        {k: v.tolist() for k, v in src.removed.items()}
+    assert [p.shape for p in tuned.model.parameters()] == [p.shape for p in src.model.parameters()]
+    assert not torch.equal(_weights(tuned.model), _weights(src.model))
+    info = json.loads((out / "finetune.json").read_text())
+    assert info["finetune"]["steps"] > 0 and info["finetune"]["kd_alpha"] == 0.5
+    assert set(info["before"]) == {"val_accuracy", "test_accuracy"} and info["after"]["test_accuracy"] > 50
+    # a different dense model than the one searched on is refused (wrong teacher), before any training
+    other = dataclasses.replace(tiny_task, model=copy.deepcopy(tiny_task.model))
+    with torch.no_grad():
+        next(other.model.parameters()).add_(0.01)
+    other = dataclasses.replace(other, fingerprint="not-the-searched-one")
+    wrong = save_checkpoint(other, tmp_path / "other.pt")
+    assert main(["finetune", "--pruned", str(run / "pruned_model.pt"), "--checkpoint", str(wrong),
+                 "--epochs", "1", "--out", str(tmp_path / "ft2"), "--quiet"]) == 2
+    assert "fingerprint" in capsys.readouterr().err and not (tmp_path / "ft2" / "pruned_model.pt").exists()
