@@ -66,6 +66,10 @@ class _Slice:
     roots: torch.Tensor
 
 
+_Fold = list[tuple[_Slice, torch.Tensor, torch.Tensor]]
+"""How one constant channel folds into its consumers: (consumer, input positions, constant values)."""
+
+
 def _members(graph: PruningGraph, unit: str) -> tuple[list[_Slice], list[_Slice]] | None:
     """Producer (out-channel) and consumer (in-channel) conv / linear slices of a unit; None if unsupported."""
     producers, consumers = [], []
@@ -157,8 +161,8 @@ def remove_dead_channels(model: nn.Module, example_input: torch.Tensor, *, probe
     with torch.no_grad():
         reference = work(probes[0])
     report = CleanupReport(params_before=sum(p.numel() for p in model.parameters()))
-    decisions: dict[str, tuple[torch.Tensor, list[_Slice], dict[int, list[tuple[_Slice, torch.Tensor, torch.Tensor]]]]] = {}
-    constant_units: list[tuple[str, list[_Slice], torch.Tensor, torch.Tensor]] = []
+    decisions: dict[str, tuple[torch.Tensor, dict[int, _Fold]]] = {}
+    examined: list[tuple[str, list[_Slice], torch.Tensor, torch.Tensor]] = []
     for unit in graph.units:
         members = _members(graph, unit.name)
         if members is None:
@@ -167,10 +171,10 @@ def remove_dead_channels(model: nn.Module, example_input: torch.Tensor, *, probe
         producers, consumers = members
         out_dead = _all_zero_per_root(consumers, unit.channels, dim=1)
         in_dead = _all_zero_per_root(producers, unit.channels, dim=0) & ~out_dead
-        constant_units.append((unit.name, consumers, out_dead, in_dead))
-    inputs = _inputs_of(work, [s.module for _, cons, _, in_dead in constant_units if in_dead.any() for s in cons], probes)
-    for unit, consumers, out_dead, in_dead in constant_units:
-        folds: dict[int, list[tuple[_Slice, torch.Tensor, torch.Tensor]]] = {}
+        examined.append((unit.name, consumers, out_dead, in_dead))
+    inputs = _inputs_of(work, [s.module for _, cons, _, in_dead in examined if in_dead.any() for s in cons], probes)
+    for unit, consumers, out_dead, in_dead in examined:
+        folds: dict[int, _Fold] = {}
         removable = out_dead.clone()
         for c in torch.nonzero(in_dead).flatten().tolist():
             plan = []
@@ -190,8 +194,8 @@ def remove_dead_channels(model: nn.Module, example_input: torch.Tensor, *, probe
             keep = int(torch.nonzero(removable).flatten()[-1])
             removable[keep] = False
             folds.pop(keep, None)
-        decisions[unit] = (removable, consumers, folds)
-    for unit, (removable, _, folds) in decisions.items():
+        decisions[unit] = (removable, folds)
+    for unit, (removable, folds) in decisions.items():
         idx = torch.nonzero(removable).flatten().tolist()
         if not idx:
             continue
