@@ -161,9 +161,10 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
                                   power=final.power, finetune=per_step, settings=settings)
         assert {k: v.tolist() for k, v in outcome.plan.items()} == {k: v.tolist() for k, v in removed.items()}
         model = outcome.model
-        final_metrics = {"epochs": final.epochs, "lr": final.lr or default_finetune_lr(task), "kd_alpha": final.kd_alpha,
+        final_metrics = {"epochs": final.epochs, "steps": sum(s.finetune_steps for s in outcome.steps),
+                         "lr": final.lr or default_finetune_lr(task), "kd_alpha": final.kd_alpha,
                          "iterative_steps": final.iterative_steps, "schedule": final.schedule,
-                         "iterative": outcome.records()}
+                         "wall_s": round(sum(s.wall_s for s in outcome.steps), 3), "iterative": outcome.records()}
     elif final.epochs > 0:
         final_metrics = finetune_model(model, task, config=final, device=settings.device,
                                        batch_size=settings.finetune_batch, seed=settings.seed)
