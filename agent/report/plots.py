@@ -78,9 +78,12 @@ def plot_progress(results: Sequence[tuple[int, EvalResult]], path: Path, *, dens
         ax.scatter(*zip(*infeas, strict=True), s=14, color="#bbbbbb", label="infeasible")
     if feas:
         ax.scatter(*zip(*feas, strict=True), s=16, color="#55a868", label="feasible")
-    ax.step(xs, best_so_far(results), where="post", color="#c44e52", label="best feasible so far")
+    ax.step(xs, best_so_far(results), where="post", color="#c44e52", marker="_", label="best feasible so far")
     if dense_accuracy is not None:
         ax.axhline(dense_accuracy, ls="--", color="#333333", lw=1, label="dense")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("evaluation")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Search progress")
