@@ -9,6 +9,7 @@ caller needs to know the new shapes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from .storage import atomic_torch_save
 from .tasks.models import build_model
 from .tasks.task import Task
 
-__all__ = ["save_pruned_model", "load_pruned_model", "PRUNED_FORMAT"]
+__all__ = ["save_pruned_model", "load_pruned_model", "read_pruned_artifact", "PrunedArtifact", "PRUNED_FORMAT"]
 
 PRUNED_FORMAT = "prunepilot-pruned-v1"
 
@@ -57,6 +58,28 @@ def save_pruned_model(path: str | Path, *, task: Task, model: nn.Module, removed
     return Path(path)
 
 
+@dataclass
+class PrunedArtifact:
+    """Everything a ``pruned_model.pt`` holds, with the model rebuilt."""
+
+    model: nn.Module
+    """The pruned model (eval mode, CPU)."""
+    removed: dict[str, np.ndarray]
+    """Unit name -> removed root channels in dense coordinates (the plan the model was built from)."""
+    policy: dict[str, Any]
+    """The policy as saved (``Policy.to_dict()``)."""
+    metrics: dict[str, Any]
+    """Metrics saved beside the weights."""
+    model_spec: str
+    """The dense model spec."""
+    dataset: str
+    """The dataset name."""
+    input_shape: tuple[int, ...]
+    """Per-sample input shape."""
+    num_classes: int
+    """Number of classes."""
+
+
 def load_pruned_model(path: str | Path) -> nn.Module:
     """Load a model saved by :func:`save_pruned_model` (weights only; no code is unpickled).
 
@@ -65,6 +88,15 @@ def load_pruned_model(path: str | Path) -> nn.Module:
 
     Returns:
         The pruned model in eval mode on the CPU.
+    """
+    return read_pruned_artifact(path).model
+
+
+def read_pruned_artifact(path: str | Path) -> PrunedArtifact:
+    """Load a ``pruned_model.pt`` with its plan, policy and metrics (weights only; no code is unpickled).
+
+    Raises:
+        UserInputError: The file is missing, unreadable or not a PrunePilot pruned model.
     """
     p = Path(path)
     if not p.is_file():
@@ -82,6 +114,8 @@ def load_pruned_model(path: str | Path) -> nn.Module:
     if unknown:
         raise user_error("pruned model names units the architecture lacks:", sorted(unknown)[:3],
                          "was it saved by a different PrunePilot or model version?")
-    model = graph.apply({k: np.asarray(v, dtype=np.int64) for k, v in payload["removed"].items()})
+    removed = {k: np.asarray(v, dtype=np.int64) for k, v in payload["removed"].items()}
+    model = graph.apply(removed)
     model.load_state_dict(payload["state_dict"])
-    return model.eval()
+    return PrunedArtifact(model.eval(), removed, dict(payload.get("policy") or {}), dict(payload.get("metrics") or {}),
+                          payload["model"], payload["dataset"], shape, int(payload["num_classes"]))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,12 +19,13 @@ from .artifacts import save_pruned_model
 from .constraints import Constraints
 from .errors import SearchFailedError, UserInputError, user_error
 from .evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
+from .finetune import FinalTuneConfig, default_finetune_lr, finetune_model
 from .results import ResultLog
 from .searchers.base import get_searcher
 from .session import SearchConfig, SearchSession
 from .storage import atomic_write_json
 from .tasks.task import Task
-from .training import TrainConfig, accuracy, train_steps
+from .training import accuracy
 
 __all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir", "finalize", "precheck_targets"]
 
@@ -57,30 +57,6 @@ def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_class
     if issues:
         raise UserInputError(f"target cannot be met even at max pruning (ratio {max_ratio:g} in every unit of "
                              f"{model_spec} gives {'; '.join(issues)}): relax the target or raise --max-ratio")
-
-
-@dataclass(frozen=True)
-class FinalTuneConfig:
-    """Fine-tuning of the chosen policy after the search."""
-
-    epochs: float = 0.0
-    """Passes over the training split (0 = keep the evaluation's model)."""
-    lr: float | None = None
-    """Peak learning rate (default: 1/10 of the dense training LR)."""
-    kd_alpha: float = 0.0
-    """Knowledge-distillation weight from the dense model (0 = off)."""
-    kd_temperature: float = 4.0
-    """Distillation temperature."""
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.epochs) and self.epochs >= 0):
-            raise UserInputError(f"--final-epochs must be >= 0, got {self.epochs!r}: e.g. --final-epochs 5")
-        if self.lr is not None and not self.lr > 0:
-            raise UserInputError(f"--final-lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.kd_alpha <= 1:
-            raise UserInputError(f"--kd-alpha must be in [0, 1], got {self.kd_alpha!r}: e.g. --kd-alpha 0.5")
-        if self.kd_temperature <= 0:
-            raise UserInputError(f"--kd-temperature must be > 0, got {self.kd_temperature!r}")
 
 
 @dataclass
@@ -180,18 +156,21 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
     engine = get_engine(task)
     removed = engine.plan(chosen.policy, settings)
     final_metrics: dict[str, Any] = {}
-    if final.epochs > 0:
-        steps = max(1, int(final.epochs * len(task.data.train) // settings.finetune_batch))  # type: ignore[arg-type]
-        lr = final.lr or float(task.meta.get("lr", 0.05)) / 10
-        dev = settings.device
-        teacher = task.model.to(dev) if final.kd_alpha > 0 else None
-        t0 = time.monotonic()
-        train_steps(model.to(dev), task.data.train, device=dev, teacher=teacher,
-                    config=TrainConfig(steps=steps, lr=lr, batch_size=settings.finetune_batch, seed=settings.seed,
-                                       kd_alpha=final.kd_alpha, kd_temperature=final.kd_temperature))
-        task.model.to("cpu")
-        final_metrics = {"epochs": final.epochs, "steps": steps, "lr": lr, "kd_alpha": final.kd_alpha,
-                         "wall_s": round(time.monotonic() - t0, 3)}
+    if final.iterative_steps > 1:
+        from .iterative import iterative_prune
+
+        per_step = dataclasses.replace(final, epochs=final.epochs / final.iterative_steps)
+        outcome = iterative_prune(task, chosen.policy, steps=final.iterative_steps, schedule=final.schedule,
+                                  power=final.power, finetune=per_step, settings=settings)
+        assert {k: v.tolist() for k, v in outcome.plan.items()} == {k: v.tolist() for k, v in removed.items()}
+        model = outcome.model
+        final_metrics = {"epochs": final.epochs, "steps": sum(s.finetune_steps for s in outcome.steps),
+                         "lr": final.lr or default_finetune_lr(task), "kd_alpha": final.kd_alpha,
+                         "iterative_steps": final.iterative_steps, "schedule": final.schedule,
+                         "wall_s": round(sum(s.wall_s for s in outcome.steps), 3), "iterative": outcome.records()}
+    elif final.epochs > 0:
+        final_metrics = finetune_model(model, task, config=final, device=settings.device,
+                                       batch_size=settings.finetune_batch, seed=settings.seed)
     dev = settings.device
     final_metrics["val_accuracy"] = accuracy(model.to(dev), task.data.val, device=dev)
     final_metrics["test_accuracy"] = accuracy(model, task.data.test, device=dev)
@@ -266,5 +245,7 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
         searcher.run(session)
     finally:
         session.close()
+    if session._sensitivity is not None:  # the profile a guided searcher used, for `prunepilot report`
+        session._sensitivity.to_json(out / "sensitivity.json")
     return finalize(session, out_dir=out, final=final or FinalTuneConfig(),
                     extra_summary={"searcher": searcher.describe(), "resumed_trials": session.resumed})

@@ -1,4 +1,4 @@
-"""Subcommands: ``train``, ``sensitivity``, ``evaluate``, ``search``."""
+"""Subcommands: ``train``, ``sensitivity``, ``evaluate``, ``search`` (and the deployment ones in :mod:`.deploy`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .common import (
     settings_from_args,
     task_from_args,
 )
+from .deploy import DEPLOY_COMMANDS
 from .display import print_search_summary, print_table
 from .optuna_args import add_optuna_args
 from .rl_args import add_rl_args
@@ -182,7 +183,8 @@ def _search(args: argparse.Namespace) -> int:
                           time_budget_s=args.time_budget, options=_method_options(args))
     searcher_cls.check(config=config, settings=settings, constraints=constraints)
     final = FinalTuneConfig(epochs=args.final_epochs, lr=args.final_lr, kd_alpha=args.kd_alpha,
-                            kd_temperature=args.kd_temperature)
+                            kd_temperature=args.kd_temperature, iterative_steps=args.iterative_steps,
+                            schedule=args.schedule, power=args.schedule_power)
     check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     # 2. data (validates --data-root), then the reachability of FLOPs/params targets, then (maybe) training
     data = None
@@ -238,6 +240,9 @@ def _register_search(sub: SubParsers) -> None:
     f.add_argument("--final-lr", type=float, default=None, help="default: 1/10 of the dense training LR")
     f.add_argument("--kd-alpha", type=float, default=0.0, help="distillation weight from the dense model")
     f.add_argument("--kd-temperature", type=float, default=4.0)
+    f.add_argument("--iterative-steps", type=int, default=1, help="reach the policy in K pruning steps (1 = one-shot)")
+    f.add_argument("--schedule", default="poly", help="iterative sparsity schedule: linear or poly (TF-MOT)")
+    f.add_argument("--schedule-power", type=float, default=3.0, help="exponent of the poly schedule")
     for register in METHOD_ARGS:
         register(p)
     p.set_defaults(func=_search)
@@ -259,5 +264,5 @@ METHOD_ARGS: list[Callable[[argparse.ArgumentParser], None]] = [_ray_args, add_o
 METHOD_ARGS.append(add_rl_args)
 
 REGISTRY: list[Callable[[SubParsers], None]] = [_register_train, _register_sensitivity, _register_evaluate,
-                                                _register_search]
+                                                _register_search, *DEPLOY_COMMANDS]
 """Subcommand registrars, in help order."""
