@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..pruning.graph import LayerDims, PruningGraph
+from ..pruning.tracing import trace_forward
 from ..storage import atomic_write_json
 from ..tasks.datasets import cache_dir
 from .latency import LatencyConfig, measure_latency
@@ -126,18 +127,8 @@ class LatencyTable:
 
 def _input_shapes(model: nn.Module, example: torch.Tensor, names: set[str]) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
-
-    def record(name: str, inputs: tuple[torch.Tensor, ...]) -> None:  # a hook returning None keeps the output
-        shapes.setdefault(name, tuple(inputs[0].shape[1:]))
-
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: record(n, i))
-             for n, m in model.named_modules() if n in names]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    trace_forward(model, example, lambda n, m, i, o: shapes.setdefault(n, tuple(i[0].shape[1:])),
+                  lambda n, m: n in names)
     return shapes
 
 

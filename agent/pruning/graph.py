@@ -18,9 +18,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .tracing import PRUNABLE_TYPES, find_output_layer, forward_order, trace_forward
+
 __all__ = ["LayerDims", "PrunableUnit", "PruningGraph", "find_output_layer"]
 
-_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 @dataclass
@@ -95,44 +96,6 @@ class _Item:
     roots: np.ndarray
 
 
-def find_output_layer(model: nn.Module, example_input: torch.Tensor) -> str | None:
-    """Name of the classifier layer: the last conv/linear (forward order) producing the output's width."""
-    order: list[tuple[str, int]] = []
-    hooks = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, _ROOT_TYPES):
-            hooks.append(mod.register_forward_hook(
-                lambda m, i, o, n=name: order.append((n, o.shape[1] if o.dim() > 1 else o.shape[0]))))
-    try:
-        with torch.no_grad():
-            out = model(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
-    width = out.shape[1] if out.dim() > 1 else out.shape[0]
-    for name, w in reversed(order):
-        if w == width:
-            return name
-    return None
-
-
-def _forward_order(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    order: dict[str, int] = {}
-
-    def record(name: str) -> None:
-        order.setdefault(name, len(order))
-
-    hooks = [mod.register_forward_hook(lambda m, i, o, n=name: record(n))
-             for name, mod in model.named_modules() if isinstance(mod, _ROOT_TYPES)]
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
-    return order
-
-
 class PruningGraph:
     """Dense-model dependency graph, prunable units and per-layer costs; applies policies to copies.
 
@@ -154,10 +117,10 @@ class PruningGraph:
         if unknown:
             raise ValueError(f"ignored layers {unknown} are not in the model: use names from model.named_modules()")
         self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
-        order = _forward_order(model, example_input)
+        order = forward_order(model, example_input)
         ignored = [modules[n] for n in ignored_names]
         raw = []
-        for group in self.dg.get_all_groups(ignored_layers=ignored, root_module_types=list(_ROOT_TYPES)):
+        for group in self.dg.get_all_groups(ignored_layers=ignored, root_module_types=list(PRUNABLE_TYPES)):
             root = group[0].dep.target.module
             n = self.dg.get_out_channels(root)
             if n is None or n < 2:
@@ -230,7 +193,7 @@ class PruningGraph:
     def _describe(self, root: nn.Module, group: tp.dependency.Group) -> PrunableUnit:
         kind, cin, kernel, stride = self._layer_features(root)
         members = [self.name_of[it.dep.target.module] for it in group
-                   if isinstance(it.dep.target.module, _ROOT_TYPES) and self.dg.is_out_channel_pruning_fn(it.dep.handler)]
+                   if isinstance(it.dep.target.module, PRUNABLE_TYPES) and self.dg.is_out_channel_pruning_fn(it.dep.handler)]
         return PrunableUnit(self.name_of[root], 0, self.dg.get_out_channels(root), kind, cin, kernel, stride,
                             sorted(set(members), key=members.index), self._channel_groups(group))
 
@@ -277,14 +240,8 @@ class PruningGraph:
                 owner[output.data_ptr()] = src
                 followers[name] = src
 
-        hooks = [m.register_forward_hook(lambda mod, i, o, n=n: hook(n, i, o))
-                 for n, m in self.model.named_modules() if not list(m.children())]
-        try:
-            with torch.no_grad():
-                self.model(self.example_input)
-        finally:
-            for h in hooks:
-                h.remove()
+        trace_forward(self.model, self.example_input, lambda n, m, i, o: hook(n, i, o),
+                      lambda n, m: not list(m.children()))
         return {k: v for k, v in followers.items() if k not in self._dims}
 
     # ------------------------------------------------------------------ planning
