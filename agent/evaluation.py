@@ -217,7 +217,7 @@ class PruningEngine:
             return None
         return float(self.latency_model.predict(self.kept_channels(self.plan(policy, settings))))
 
-    def attach_latency_model(self, settings: EvalSettings, *, cache: bool = True) -> Any:
+    def attach_latency_model(self, settings: EvalSettings, *, round_to: int | None = None, cache: bool = True) -> Any:
         """Build (or load from cache) the per-device latency table for ``settings.latency``.
 
         From then on it serves every prediction: ``latency_pred_ms`` in results, budget walls and
@@ -227,7 +227,7 @@ class PruningEngine:
 
         with self._lock:
             self.latency_model = build_latency_table(self.graph, input_shape=self.task.input_shape,
-                                                     config=settings.latency, cache=cache)
+                                                     config=settings.latency, round_to=round_to, cache=cache)
             return self.latency_model
 
     def dense(self, settings: EvalSettings) -> DenseMetrics:

@@ -234,7 +234,7 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
     out.mkdir(parents=True, exist_ok=True)
     _write_run_config(out, task=task, constraints=constraints, settings=settings, config=config, resume=resume)
     if latency_model and settings.measure_latency:
-        get_engine(task).attach_latency_model(settings)
+        get_engine(task).attach_latency_model(settings, round_to=config.round_to)
     else:
         get_engine(task).latency_model = None
     log = ResultLog.open(out / "results.csv", resume=resume)

@@ -77,7 +77,7 @@ def table_accuracy(models: Sequence[str], batch: int, n_policies: int = 12, seed
         graph, shape = _graph(spec)
         cfg = LatencyConfig(batch_size=batch, warmup=2, repeats=9, max_seconds=10.0)
         t0 = time.perf_counter()
-        table = build_latency_table(graph, input_shape=shape, config=cfg, cache=False)
+        table = build_latency_table(graph, input_shape=shape, config=cfg, round_to=round_to, cache=False)
         build_s = time.perf_counter() - t0
         table.to_json(f"/tmp/prunepilot-bench-lut-{spec.replace(':', '_')}.json")
         t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def _search(args: argparse.Namespace) -> int:
     if trials is None:  # --episodes sets the budget of the RL searcher unless --trials is given
         trials = args.episodes if (args.method == "rl" and getattr(args, "episodes", None)) else 40
     config = SearchConfig(method=args.method, trials=trials, seed=args.seed, importance=args.importance,
-                          max_ratio=args.max_ratio, min_ratio=args.min_ratio, round_to=args.round_to,
+                          max_ratio=args.max_ratio, min_ratio=args.min_ratio, round_to=_round_to(args, constraints),
                           time_budget_s=args.time_budget, options=_method_options(args))
     searcher_cls.check(config=config, settings=settings, constraints=constraints)
     final = FinalTuneConfig(epochs=args.final_epochs, lr=args.final_lr, kd_alpha=args.kd_alpha,
@@ -208,6 +209,26 @@ def _search(args: argparse.Namespace) -> int:
     return 0 if outcome.best is not None else 1
 
 
+LATENCY_ROUND_TO = 8
+"""Channel multiple used when a latency target is set and ``--round-to`` is not given."""
+
+
+def _round_to(args: argparse.Namespace, constraints: object) -> int | None:
+    """``--round-to``, defaulting to 8 under a latency target.
+
+    CPU/GPU kernels work in channel blocks, so aligned widths are both faster and predictable (an odd width costs
+    nearly a whole block).
+    """
+    if args.round_to is not None:
+        return None if args.round_to == 1 else args.round_to  # 0 or negative: rejected by SearchConfig
+    if getattr(constraints, "latency_target", None) is not None:
+        if not args.quiet:
+            print(f"note: latency target set, keeping multiples of {LATENCY_ROUND_TO} channels "
+                  "(--round-to 1 turns this off)", file=sys.stderr)
+        return LATENCY_ROUND_TO
+    return None
+
+
 def _method_options(args: argparse.Namespace) -> dict[str, object]:
     keys = ("sampler", "storage", "study_name", "rl_algo", "episodes", "warm_start", "objective", "pruner",
             "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "backend", "action_mode", "reward",
@@ -227,7 +248,8 @@ def _register_search(sub: SubParsers) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO, help="largest per-unit ratio")
     g.add_argument("--min-ratio", type=float, default=0.0, help="smallest per-unit ratio")
-    g.add_argument("--round-to", type=int, default=None, help="keep multiples of N channels")
+    g.add_argument("--round-to", type=int, default=None, help="keep multiples of N channels (default: 8 with a "
+                   "--latency-target, else none; 1 = no rounding)")
     g.add_argument("--time-budget", type=float, default=None, help="stop proposing after N seconds")
     g.add_argument("--resume", action="store_true", help="continue the search in --out (no finished trial re-runs)")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")

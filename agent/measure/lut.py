@@ -149,9 +149,25 @@ def _layer_at(mod: nn.Module, cin: int, cout: int) -> nn.Module:
     return type(mod)(cout)  # batch norm: one width
 
 
-def _grid(size: int | None, controlled: bool, grid: Sequence[float]) -> list[float]:
+MAX_ALIGNED_POINTS = 12
+"""At most this many multiples of ``round_to`` are timed per dimension (evenly spread, ends included)."""
+
+
+def _grid(size: int | None, controlled: bool, grid: Sequence[float], round_to: int | None = None) -> list[float]:
+    """Kept fractions timed for one dimension.
+
+    With ``round_to`` the points are multiples of it — exactly the widths rounded policies produce. CPU kernels
+    run in channel blocks, so latency is a staircase in the width and interpolating between aligned points is
+    accurate while interpolating odd widths is not (docs/BENCHMARKS.md quantifies both).
+    """
     if not controlled or not size:
         return [1.0]
+    if round_to and round_to > 1 and size > round_to:
+        counts = list(range(round_to, size, round_to)) + [size]
+        if len(counts) > MAX_ALIGNED_POINTS:
+            idx = np.unique(np.round(np.linspace(0, len(counts) - 1, MAX_ALIGNED_POINTS)).astype(int))
+            counts = [counts[i] for i in idx]
+        return sorted({c / size for c in counts})
     return sorted({max(1, round(size * f)) / size for f in grid} | {1.0})
 
 
@@ -165,6 +181,7 @@ def build_latency_table(
     input_shape: Sequence[int],
     config: LatencyConfig,
     grid: Sequence[float] = DEFAULT_GRID,
+    round_to: int | None = None,
     calibration_ratios: Sequence[float] = (0.0, 0.25, 0.5, 0.75),
     cache: bool = True,
     cache_root: str | Path | None = None,
@@ -176,7 +193,8 @@ def build_latency_table(
         graph: The dense model's pruning graph (units and the layers they control).
         input_shape: Per-sample input shape.
         config: Device, batch size and repeats of each timing.
-        grid: Kept fractions timed per controlled dimension.
+        grid: Kept fractions timed per controlled dimension (without ``round_to``).
+        round_to: Policies keep multiples of this many channels: time exactly those widths.
         calibration_ratios: Uniform ratios at which the whole model is timed to calibrate the residual.
         cache: Read / write the on-disk cache.
         cache_root: Cache directory (default ``$PRUNEPILOT_CACHE/latency``).
@@ -189,7 +207,7 @@ def build_latency_table(
     key_src = json.dumps({"sig": _signature(graph.model, input_shape), "device": str(device),
                           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
                           "batch": config.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "grid": list(grid), "cal": list(calibration_ratios), "v": 1}, sort_keys=True)
+                          "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "v": 2}, sort_keys=True)
     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
     path = (Path(cache_root) if cache_root else cache_dir() / "latency") / f"{key}.json"
     if cache and path.exists():
@@ -203,7 +221,8 @@ def build_latency_table(
     layers: dict[str, LayerTable] = {}
     for done, (name, d) in enumerate(dims.items(), 1):
         mod = modules[name]
-        in_grid, out_grid = _grid(d.in_size, bool(d.in_sources), grid), _grid(d.out_size, bool(d.out_sources), grid)
+        in_grid = _grid(d.in_size, bool(d.in_sources), grid, round_to)
+        out_grid = _grid(d.out_size, bool(d.out_sources), grid, round_to)
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             in_grid = [1.0]
         ms, noise = [], []
@@ -230,7 +249,7 @@ def build_latency_table(
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
     full = dataclasses.replace(config, repeats=max(config.repeats, 9))
     for ratio in calibration_ratios:
-        plan = graph.select(scores, dict.fromkeys(graph.unit_names(), ratio))
+        plan = graph.select(scores, dict.fromkeys(graph.unit_names(), ratio), round_to)
         model = graph.apply(plan)
         measured = measure_latency(model, tuple(input_shape), config=full).median_ms
         kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
@@ -242,7 +261,7 @@ def build_latency_table(
             table.dense_ms = measured
     table.build_s = time.perf_counter() - t0
     table.meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(input_shape),
-                  "grid": list(grid), "calibration_ratios": list(calibration_ratios)}
+                  "grid": list(grid), "round_to": round_to, "calibration_ratios": list(calibration_ratios)}
     if cache:
         table.to_json(path)
     return table
