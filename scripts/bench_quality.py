@@ -1,4 +1,9 @@
-"""Policy-quality and search-cost benchmarks: every searcher under the same evaluation and fine-tune budget."""
+"""Policy-quality and search-cost benchmarks: every searcher under the same evaluation and fine-tune budget.
+
+Under a latency target, searchers keep multiples of 8 channels (the CLI's default) unless a method entry says
+otherwise: ``global`` is plain Torch-Pruning global pruning (no rounding), tuned until it meets the latency target
+by measurement; ``global-r8`` is the same with rounding.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +25,13 @@ from agent.tasks import build_task
 TASKS = {
     "default": {"model": "cnn1d", "dataset": "mnist1d", "train_epochs": 15},
     "resnet20-digits": {"model": "resnet20", "dataset": "digits", "train_epochs": 40},
+    "resnet20-digits32": {"model": "resnet20", "dataset": "digits32", "train_epochs": 30},
 }
 METHODS = {
     "uniform": {"method": "uniform"},
     "global": {"method": "global", "importance": "l2"},
     "global-taylor": {"method": "global", "importance": "taylor"},
+    "global-r8": {"method": "global", "importance": "l2", "round_to": 8},
     "greedy": {"method": "greedy"},
     "optuna": {"method": "optuna"},
     "nsga2": {"method": "nsga2"},
@@ -78,8 +85,10 @@ def quality(tasks: Sequence[str], targets: Sequence[str], methods: Sequence[str]
                     options["episodes"] = episodes
                 settings = EvalSettings(finetune_steps=finetune_steps, seed=seed,
                                         latency=LatencyConfig(batch_size=latency_batch, repeats=9))
+                round_to = spec.get("round_to", 8 if (kind == "latency" and spec["method"] != "global") else None)
                 config = SearchConfig(method=spec["method"], trials=episodes if spec["method"] == "rl" else trials,
-                                      seed=seed, importance=spec.get("importance", "l2"), options=options)
+                                      seed=seed, importance=spec.get("importance", "l2"), options=options,
+                                      round_to=round_to)
                 run_dir = out / task_name / target.replace("=", "") / name
                 t0 = time.perf_counter()
                 try:
@@ -101,8 +110,11 @@ def quality(tasks: Sequence[str], targets: Sequence[str], methods: Sequence[str]
                     "final_val_acc": round(final.get("val_accuracy", float("nan")), 2),
                     "final_test_acc": round(final.get("test_accuracy", float("nan")), 2),
                     "dense_test_acc": round(final.get("dense_test_accuracy", float("nan")), 2),
+                    "round_to": round_to or "",
                     "flops_ratio": round(best.get("flops_ratio", float("nan")), 3),
                     "latency_ratio": round(best.get("latency_ratio") or float("nan"), 3),
+                    "latency_pred_err": round((best["latency_pred_ms"] - best["latency_ms"]) / best["latency_ms"], 3)
+                    if best.get("latency_pred_ms") and best.get("latency_ms") else "",
                     "wall_s": round(wall, 1), "evals_to_best": evals_to_best,
                     "s_to_best": round(secs_to_best, 1), "apply_share": round(apply_share, 4),
                     "measure_share": round(measure_share, 4),

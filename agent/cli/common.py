@@ -29,7 +29,7 @@ def add_task_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Fal
                    help="dense checkpoint (from `prunepilot train`, or a state_dict with --model/--dataset)")
     g.add_argument("--model", default=None, help="model spec: cnn1d (default), mlp, lenet, resnet20, resnet56, "
                    "tv:<torchvision name>, or package.module:factory")
-    g.add_argument("--dataset", default=None, help="mnist1d (default), digits, mnist, fashion-mnist, cifar10, "
+    g.add_argument("--dataset", default=None, help="mnist1d (default), digits, digits32, mnist, fashion-mnist, cifar10, "
                    "imagefolder:PATH")
     g.add_argument("--data-root", default=None, help="local directory of torchvision datasets")
     g.add_argument("--download", action="store_true", help="allow downloading the dataset into --data-root")

@@ -87,20 +87,26 @@ def _mnist1d(*, data_root: str | None, download: bool, seed: int) -> DataSplits:
     return DataSplits("mnist1d", train, val, test, (1, 40), 10)
 
 
-def _digits(*, data_root: str | None, download: bool, seed: int) -> DataSplits:
-    """Scikit-learn's 8x8 digits (1,797 images, offline): 70% train / 15% val / 15% test, scaled to [0, 1]."""
+def _digits(*, data_root: str | None, download: bool, seed: int, size: int = 8) -> DataSplits:
+    """Scikit-learn's 8x8 digits (1,797 images, offline): 70% train / 15% val / 15% test, scaled to [0, 1].
+
+    ``size`` > 8 upsamples bilinearly (``digits32``: CIFAR geometry, so CIFAR-style models do realistic work).
+    """
     del data_root, download
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    if size != 8:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     y = torch.tensor(bunch.target, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x), generator=gen)
     n_test = int(round(0.15 * len(x)))
     test_idx, rest = perm[:n_test], perm[n_test:]
     train, val = _split_train_val(x[rest], y[rest], 0.15 / 0.85, seed + 1)
-    return DataSplits("digits", train, val, TensorDataset(x[test_idx], y[test_idx]), (1, 8, 8), 10)
+    return DataSplits("digits" if size == 8 else f"digits{size}", train, val, TensorDataset(x[test_idx], y[test_idx]),
+                      (1, size, size), 10)
 
 
 def _require_root(name: str, data_root: str | None, download: bool) -> Path:
@@ -186,6 +192,7 @@ def _imagefolder(path: str, *, data_root: str | None, download: bool, seed: int,
 DATASETS: dict[str, Callable[..., DataSplits]] = {
     "mnist1d": _mnist1d,
     "digits": _digits,
+    "digits32": lambda **kw: _digits(**kw, size=32),
     "mnist": _vision("mnist"),
     "fashion-mnist": _vision("fashion-mnist"),
     "cifar10": _vision("cifar10"),

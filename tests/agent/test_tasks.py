@@ -22,6 +22,9 @@ def test_digits_split_sizes_sum_to_dataset():
     d = load_dataset("digits")
     assert d.input_shape == (1, 8, 8)
     assert len(d.train) + len(d.val) + len(d.test) == 1797
+    big = load_dataset("digits32")
+    assert big.input_shape == (1, 32, 32) and big.train[0][0].shape == (1, 32, 32)
+    assert torch.equal(big.test.tensors[1], d.test.tensors[1]), "same split, only resized"
 
 
 @pytest.mark.parametrize("name", ["cifar10", "mnist", "fashion-mnist"])
