@@ -282,13 +282,19 @@ class SearchSession:
         engine = self.engine
         model = engine.build(policy, self.settings)
         macs, params = tp.utils.count_ops_and_params(model, self.task.example_input())
-        dense = engine.dense(self.settings)
+        dense = engine.dense(dataclasses.replace(self.settings, latency=self._probe_latency))
         if latency is None:
             latency = self.constraints.latency_target is not None
-        lat = measure_latency(model, self.task.input_shape, config=self.settings.latency).median_ms \
+        lat = measure_latency(model, self.task.input_shape, config=self._probe_latency).median_ms \
             if latency and self.settings.measure_latency else None
         return CostProbe(macs / dense.macs, params / dense.params,
                          lat / dense.latency_ms if (lat is not None and dense.latency_ms) else None, lat)
+
+    @property
+    def _probe_latency(self) -> Any:
+        """Probes decide bisections: two timing rounds, the faster counts (bursts of interference only add time)."""
+        cfg = self.settings.latency
+        return dataclasses.replace(cfg, rounds=max(2, cfg.rounds))
 
     def meets_cost(self, cost: CostProbe) -> bool:
         """Whether a cost probe satisfies the FLOPs / params / latency targets (accuracy not considered)."""

@@ -26,6 +26,7 @@ TASKS = {
     "default": {"model": "cnn1d", "dataset": "mnist1d", "train_epochs": 15},
     "resnet20-digits": {"model": "resnet20", "dataset": "digits", "train_epochs": 40},
     "resnet20-digits32": {"model": "resnet20", "dataset": "digits32", "train_epochs": 30},
+    "resnet56-digits32": {"model": "resnet56", "dataset": "digits32", "train_epochs": 40},
 }
 METHODS = {
     "uniform": {"method": "uniform"},

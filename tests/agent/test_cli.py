@@ -102,6 +102,10 @@ BAD_INPUTS = [
     (["search", "--kd-alpha", "2"], "--kd-alpha"),
     (["search", "--latency-batch", "0"], "latency batch"),
     (["train", "--epochs", "0"], "--epochs"),
+    (["search", "--method", "optuna", "--search-space", "/nonexistent/space.yaml"], "space.yaml"),
+    (["search", "--method", "optuna", "--sampler", "annealing"], "annealing"),
+    (["search", "--method", "rl", "--rl-algo", "sac"], "sac"),
+    (["search", "--method", "ray", "--gpus-per-trial", "-1"], "--gpus-per-trial"),
     (["sensitivity", "--ratios", "0.5,1.5"], "1.5"),
     (["evaluate", "--policy", "/nonexistent/policy.json"], "policy.json"),
 ]

@@ -135,3 +135,20 @@ def test_sigkill_then_resume_loses_no_finished_evaluation(tiny_checkpoint, tmp_p
     assert all(math.isfinite(float(r["accuracy"])) for r in rows)
     assert (out / "summary.json").exists() and (out / "pruned_model.pt").exists()
     assert not list(out.glob(".*.tmp")), "no half-written temp files"
+
+
+def test_optuna_same_seed_same_best(tiny_task, tmp_path):
+    """TPE with a fixed seed over deterministic CPU evaluations reproduces the study (the median pruner too)."""
+    bests = []
+    for i in range(2):
+        out = tmp_path / f"o{i}"
+        out.mkdir()
+        s = SearchSession(task=tiny_task, constraints=Constraints(flops_target=0.5),
+                          settings=EvalSettings(measure_latency=False, finetune_steps=8, finetune_chunks=2),
+                          config=SearchConfig(method="optuna", trials=6, seed=7), output_dir=out,
+                          log=ResultLog.open(out / "results.csv", resume=False))
+        get_searcher("optuna")().run(s)
+        bests.append((s.best(), [r.policy.key() for r in s.results()]))
+    (a, keys_a), (b, keys_b) = bests
+    assert keys_a == keys_b, "same proposals in the same order"
+    assert a.policy == b.policy and a.accuracy == b.accuracy and a.flops_ratio == b.flops_ratio
