@@ -22,7 +22,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .constraints import Constraints
-from .measure.latency import LatencyConfig, measure_latency, resolve_device
+from .measure.latency import LatencyConfig, measure_latency, measure_latency_ratio, resolve_device
 from .policy import Policy
 from .pruning.graph import PruningGraph
 from .pruning.importance import compute_importance, normalized
@@ -345,9 +345,11 @@ def evaluate_policy(
 
     t0 = time.perf_counter()
     if settings.measure_latency:
-        stats = measure_latency(model, task.input_shape, config=settings.latency)
-        result.latency_ms, result.peak_mem_mb = stats.median_ms, stats.peak_mem_mb
-        result.latency_ratio = stats.median_ms / dense.latency_ms if dense.latency_ms else None
+        try:  # timed against the dense model in alternating rounds: the ratio survives machine drift
+            stats, _, ratio = measure_latency_ratio(model, task.model, task.input_shape, config=settings.latency)
+        finally:
+            task.model.to("cpu")
+        result.latency_ms, result.peak_mem_mb, result.latency_ratio = stats.median_ms, stats.peak_mem_mb, ratio
     times["measure"] = time.perf_counter() - t0
     times["total"] = time.perf_counter() - t_start
     result.times = times

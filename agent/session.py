@@ -23,7 +23,7 @@ import torch_pruning as tp
 from .constraints import Constraints
 from .errors import UserInputError
 from .evaluation import EvalResult, EvalSettings, PruningEngine, evaluate_policy, get_engine
-from .measure.latency import measure_latency
+from .measure.latency import measure_latency_ratio
 from .policy import DEFAULT_MAX_RATIO, Policy
 from .results import ResultLog
 from .sensitivity import DEFAULT_SENSITIVITY_RATIOS, SensitivityProfile, analyse_sensitivity
@@ -35,6 +35,10 @@ __all__ = ["SearchConfig", "SearchSession", "CostProbe", "BudgetExhausted", "Tri
 def _cache_key(policy: Policy, overrides: Mapping[str, Any] | None) -> str:
     """Identical policies evaluated under identical settings share one result."""
     return policy.key() + (json.dumps(dict(overrides), sort_keys=True) if overrides else "")
+
+
+LATENCY_MARGIN = 0.03
+"""Searchers aim this fraction under a latency target (measurement noise must not flip the final check)."""
 
 
 class BudgetExhausted(Exception):
@@ -268,10 +272,11 @@ class SearchSession:
         engine = self.engine
         plan = engine.plan(policy, self.settings)
         g = engine.graph
-        lat_ms = engine.predict_latency_ms(policy, self.settings)
-        dense_lat = engine.dense(self.settings).latency_ms if lat_ms is not None else None
-        return CostProbe(g.predict_macs(plan) / g.dense_macs, g.predict_params(plan) / g.dense_params,
-                         lat_ms / dense_lat if (lat_ms is not None and dense_lat) else None, lat_ms)
+        table = engine.latency_model
+        kept = engine.kept_channels(plan)
+        lat_ms = float(table.predict(kept)) if table is not None else None
+        lat_ratio = float(table.predict_ratio(kept)) if table is not None else None
+        return CostProbe(g.predict_macs(plan) / g.dense_macs, g.predict_params(plan) / g.dense_params, lat_ratio, lat_ms)
 
     def probe(self, policy: Policy, *, latency: bool | None = None) -> CostProbe:
         """Exact FLOPs / params of the built model, plus its measured latency when asked.
@@ -282,13 +287,17 @@ class SearchSession:
         engine = self.engine
         model = engine.build(policy, self.settings)
         macs, params = tp.utils.count_ops_and_params(model, self.task.example_input())
-        dense = engine.dense(dataclasses.replace(self.settings, latency=self._probe_latency))
+        dense = engine.dense(self.settings)
         if latency is None:
             latency = self.constraints.latency_target is not None
-        lat = measure_latency(model, self.task.input_shape, config=self._probe_latency).median_ms \
-            if latency and self.settings.measure_latency else None
-        return CostProbe(macs / dense.macs, params / dense.params,
-                         lat / dense.latency_ms if (lat is not None and dense.latency_ms) else None, lat)
+        if not (latency and self.settings.measure_latency):
+            return CostProbe(macs / dense.macs, params / dense.params)
+        try:  # paired with the dense model, round by round (see measure_latency_ratio)
+            stats, _, ratio = measure_latency_ratio(model, self.task.model, self.task.input_shape,
+                                                    config=self._probe_latency)
+        finally:
+            self.task.model.to("cpu")
+        return CostProbe(macs / dense.macs, params / dense.params, ratio, stats.median_ms)
 
     @property
     def _probe_latency(self) -> Any:
@@ -297,10 +306,17 @@ class SearchSession:
         return dataclasses.replace(cfg, rounds=max(2, cfg.rounds))
 
     def meets_cost(self, cost: CostProbe) -> bool:
-        """Whether a cost probe satisfies the FLOPs / params / latency targets (accuracy not considered)."""
+        """Whether a cost probe satisfies the FLOPs / params / latency targets (accuracy not considered).
+
+        Latency is held to ``1 - LATENCY_MARGIN`` of its target: searchers steer by one measurement (or a
+        prediction), while the result must still meet the target when it is measured again.
+        """
         c = self.constraints
-        return not c.violations(flops_ratio=cost.flops_ratio, params_ratio=cost.params_ratio,
-                                latency_ratio=cost.latency_ratio, latency_ms=cost.latency_ms, acc_drop=None)
+        shrink = 1.0 - LATENCY_MARGIN
+        return not c.violations(
+            flops_ratio=cost.flops_ratio, params_ratio=cost.params_ratio,
+            latency_ratio=None if cost.latency_ratio is None else cost.latency_ratio / shrink,
+            latency_ms=None if cost.latency_ms is None else cost.latency_ms / shrink, acc_drop=None)
 
     def sensitivity(self) -> SensitivityProfile:
         """The task's sensitivity profile (measured once, cached on disk)."""
@@ -337,6 +353,8 @@ class SearchSession:
         issues = self.constraints.violations(flops_ratio=cost.flops_ratio, params_ratio=cost.params_ratio,
                                              latency_ratio=cost.latency_ratio, latency_ms=cost.latency_ms,
                                              acc_drop=None)
+        if not issues and cost.latency_ratio is not None:
+            issues = [f"latency {cost.latency_ratio:.3f}x, within the {LATENCY_MARGIN:.0%} safety margin of the target"]
         return UserInputError(
             f"target cannot be met even at max pruning (ratio {ratio:g} in every unit gives "
             f"{'; '.join(issues)}): relax the target or raise --max-ratio")

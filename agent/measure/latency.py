@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from torch import nn
 
 from ..errors import user_error
 
-__all__ = ["LatencyConfig", "LatencyStats", "measure_latency", "resolve_device"]
+__all__ = ["LatencyConfig", "LatencyStats", "measure_latency", "measure_latency_ratio", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -119,3 +120,28 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, config: L
     assert best is not None
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return LatencyStats(best[0], best[1], best[2], peak)
+
+
+def measure_latency_ratio(model: nn.Module, reference: nn.Module, input_shape: tuple[int, ...], *,
+                          config: LatencyConfig) -> tuple[LatencyStats, LatencyStats, float]:
+    """Time ``model`` against ``reference`` (the dense model) in alternating rounds (AB, BA, AB, ...).
+
+    Shared machines drift and burst: a reference timed minutes earlier can be off by a factor of two. Each round
+    times both models back to back, so their ratio is measured under the same conditions; the reported ratio is
+    the median of the per-round ratios, the reported times the fastest round's.
+
+    Returns:
+        ``(model stats, reference stats, latency ratio)``.
+    """
+    one = dataclasses.replace(config, rounds=1)
+    ours, refs, ratios = [], [], []
+    for r in range(config.rounds):
+        first_ref = r % 2 == 0
+        a = measure_latency(reference if first_ref else model, input_shape, config=one)
+        b = measure_latency(model if first_ref else reference, input_shape, config=one)
+        mine, ref = (b, a) if first_ref else (a, b)
+        ours.append(mine)
+        refs.append(ref)
+        ratios.append(mine.median_ms / ref.median_ms if ref.median_ms > 0 else float("nan"))
+    best = min(ours, key=lambda st: st.median_ms)
+    return best, min(refs, key=lambda st: st.median_ms), float(statistics.median(ratios))

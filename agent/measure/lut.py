@@ -25,7 +25,7 @@ from ..pruning.graph import LayerDims, PruningGraph
 from ..pruning.tracing import trace_forward
 from ..storage import atomic_write_json
 from ..tasks.datasets import cache_dir
-from .latency import LatencyConfig, measure_latency
+from .latency import LatencyConfig, measure_latency, measure_latency_ratio
 
 __all__ = ["LatencyTable", "LayerTable", "build_latency_table", "DEFAULT_GRID"]
 
@@ -90,6 +90,10 @@ class LatencyTable:
             d = LayerDims(**self.dims[name])  # type: ignore[arg-type]
             total += table.at(d.kept("in", kept_channels, self.channels), d.kept("out", kept_channels, self.channels))
         return total
+
+    def predict_ratio(self, kept_channels: Mapping[str, int]) -> float:
+        """Predicted latency relative to the dense model, both from this table (self-consistent)."""
+        return self.predict(kept_channels) / self.predict({})
 
     def predict(self, kept_channels: Mapping[str, int]) -> float:
         """Predicted latency (ms) of the model in which each unit keeps ``kept_channels[unit]`` channels."""
@@ -247,18 +251,18 @@ def build_latency_table(
     table = LatencyTable(key, str(device), config.batch_size, 0.0, layers, [], [],
                          {n: dataclasses.asdict(d) for n, d in dims.items()}, {u.name: u.channels for u in graph.units})
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
-    full = dataclasses.replace(config, repeats=max(config.repeats, 9))
+    full = dataclasses.replace(config, repeats=max(config.repeats, 9), rounds=max(config.rounds, 2))
+    table.dense_ms = measure_latency(graph.model, tuple(input_shape), config=full).median_ms
     for ratio in calibration_ratios:
         plan = graph.select(scores, dict.fromkeys(graph.unit_names(), ratio), round_to)
-        model = graph.apply(plan)
-        measured = measure_latency(model, tuple(input_shape), config=full).median_ms
+        # paired with the dense model so machine drift during the build cannot skew the calibration
+        _, _, rel = measure_latency_ratio(graph.apply(plan), graph.model, tuple(input_shape), config=full)
+        measured = rel * table.dense_ms
         kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
         layer_ms = table._layer_sum(kept)
         dense_layer_ms = table._layer_sum({})
         table.residual_x.append(layer_ms / dense_layer_ms if dense_layer_ms else 1.0)
         table.residual_ms.append(measured - layer_ms)
-        if ratio == 0.0:
-            table.dense_ms = measured
     table.build_s = time.perf_counter() - t0
     table.meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(input_shape),
                   "grid": list(grid), "round_to": round_to, "calibration_ratios": list(calibration_ratios)}
