@@ -275,7 +275,7 @@ class SearchSession:
         table = engine.latency_model
         kept = engine.kept_channels(plan)
         lat_ms = float(table.predict(kept)) if table is not None else None
-        lat_ratio = float(table.predict_ratio(kept)) if table is not None else None
+        lat_ratio = lat_ms / float(table.predict({})) if table is not None else None  # the table's own dense
         return CostProbe(g.predict_macs(plan) / g.dense_macs, g.predict_params(plan) / g.dense_params, lat_ratio, lat_ms)
 
     def probe(self, policy: Policy, *, latency: bool | None = None) -> CostProbe:

@@ -179,6 +179,23 @@ class GreedySearcher(Searcher):
             terms.append(lat / target)
         return max(terms)
 
+    def _next_step(self, session: SearchSession, ratios: dict[str, float], unit: str,
+                   current: float) -> tuple[float, float] | None:
+        """The next ratio of ``unit`` (in ``step`` increments) that lowers the predicted cost, and that cost.
+
+        Channel rounding and kernel-block latency make cost a staircase in the ratio, so one increment may change
+        nothing; the walk skips such plateaus instead of stopping on them. None when the unit is exhausted.
+        """
+        hi = session.config.max_ratio
+        r = ratios[unit]
+        while r + 1e-9 < hi:
+            r = min(hi, r + self.step)
+            trial = {**ratios, unit: r}
+            cost = self._cost(session, session.predict(session.make_policy(trial)))
+            if current - cost > 1e-9:
+                return r, cost
+        return None
+
     def path(self, session: SearchSession) -> tuple[dict[str, float], list[dict[str, float]]]:
         """The greedy walk: its final ratios and the ratios after each step.
 
@@ -199,24 +216,26 @@ class GreedySearcher(Searcher):
                 exact = session.probe(session.make_policy(ratios))
                 if session.meets_cost(exact):
                     break
-            best_unit, best_score, best_cost = None, np.inf, current
+            best_unit, best_score, best_cost, best_ratio = None, np.inf, current, 0.0
             for u in units:
-                if ratios[u] + 1e-9 >= hi:
+                step = self._next_step(session, ratios, u, current)
+                if step is None:
                     continue
-                trial = dict(ratios)
-                trial[u] = min(hi, ratios[u] + self.step)
-                cost = self._cost(session, session.predict(session.make_policy(trial)))
-                saved = current - cost
-                if saved <= 1e-9:
-                    continue
-                loss = max(profile.drop(u, trial[u]) - profile.drop(u, ratios[u]), 0.0) + 1e-3
-                if loss / saved < best_score:
-                    best_unit, best_score, best_cost = u, loss / saved, cost
+                new_ratio, cost = step
+                loss = max(profile.drop(u, new_ratio) - profile.drop(u, ratios[u]), 0.0) + 1e-3
+                if loss / (current - cost) < best_score:
+                    best_unit, best_score, best_cost, best_ratio = u, loss / (current - cost), cost, new_ratio
             if best_unit is None:
                 if session.constraints.has_cost_target:
-                    raise session.unreachable(session.probe(session.make_policy(ratios)), hi)
+                    probe = session.probe(session.make_policy(ratios))
+                    if all(r >= hi - 1e-9 for r in ratios.values()):
+                        raise session.unreachable(probe, hi)
+                    raise UserInputError(
+                        f"greedy found no pruning step that still lowers the predicted cost (its policy gives FLOPs "
+                        f"{probe.flops_ratio:.3f}, latency {probe.latency_ratio}): relax the target, raise --max-ratio "
+                        "or try --method optuna")
                 break
-            ratios[best_unit] = min(hi, ratios[best_unit] + self.step)
+            ratios[best_unit] = best_ratio
             current = best_cost
             checkpoints.append(dict(ratios))
             if not session.constraints.has_cost_target and len(checkpoints) > 200:

@@ -83,9 +83,8 @@ def test_all_zero_actions_give_the_dense_model(make_env, tiny_task):
     assert all(r == 0.0 for r in info["policy"].ratios.values())
     assert res.accuracy == dense.accuracy and res.macs == dense.macs and res.flops_ratio == 1.0
     assert res.params == dense.params
-    # same model: only timing noise separates the two latencies (large on a shared CPU, so no tight bound)
-    assert res.latency_ms > 0 and dense.latency_ms > 0 and res.latency_ratio == pytest.approx(
-        res.latency_ms / dense.latency_ms)
+    # same model, timed against the dense one in paired rounds: only timing noise separates them
+    assert res.latency_ms > 0 and dense.latency_ms > 0 and 0.5 < res.latency_ratio < 2.0
     assert reward == pytest.approx(-(1 - dense.accuracy / 100))
 
 
