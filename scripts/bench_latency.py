@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from agent.measure import LatencyConfig, measure_latency
+from agent.measure import LatencyConfig, measure_latency, measure_latency_ratio
 from agent.measure.lut import build_latency_table
 from agent.pruning import PruningGraph, compute_importance
 from agent.tasks import build_model
@@ -53,13 +54,12 @@ def flops_vs_latency(models: Sequence[str], batches: Sequence[int], target: floa
 
         macs, _ = tp.utils.count_ops_and_params(pruned, torch.randn(1, *shape))
         for batch in batches:
-            cfg = LatencyConfig(batch_size=batch, warmup=2, repeats=7, max_seconds=20.0, min_repeats=3)
-            dense = measure_latency(graph.model, shape, config=cfg).median_ms
-            small = measure_latency(pruned, shape, config=cfg).median_ms
+            cfg = LatencyConfig(batch_size=batch, warmup=2, repeats=7, max_seconds=20.0, min_repeats=3, rounds=3)
+            small, dense, ratio = measure_latency_ratio(pruned, graph.model, shape, config=cfg)
             rows.append({"model": spec, "input": "x".join(map(str, shape)), "batch": batch, "ratio": round(r, 4),
                          "round_to": round_to or "", "flops_ratio": round(macs / graph.dense_macs, 4),
-                         "dense_ms": round(dense, 3), "pruned_ms": round(small, 3),
-                         "latency_ratio": round(small / dense, 4)})
+                         "dense_ms": round(dense.median_ms, 3), "pruned_ms": round(small.median_ms, 3),
+                         "latency_ratio": round(ratio, 4)})
             print(rows[-1], flush=True)
     return rows
 
@@ -92,8 +92,11 @@ def table_accuracy(models: Sequence[str], batch: int, n_policies: int = 12, seed
                 ratios = {u: float(rng.uniform(0.0, 0.8)) for u in graph.unit_names()}
             plan = graph.select(scores, ratios, round_to)
             kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
-            measured = measure_latency(graph.apply(plan), shape, config=cfg).median_ms
-            predicted = table.predict(kept)
+            # predicted and measured ratios to dense: the measurement pairs the model with the dense one round by
+            # round, so machine drift between the table build and this check cannot pose as prediction error
+            _, _, measured = measure_latency_ratio(graph.apply(plan), graph.model, shape,
+                                                   config=dataclasses.replace(cfg, rounds=2))
+            predicted = table.predict(kept) / table.predict({})
             errors.append((predicted - measured) / measured)
         abs_err = np.abs(errors)
         rows.append({"model": spec, "input": "x".join(map(str, shape)), "batch": batch, "policies": n_policies,
