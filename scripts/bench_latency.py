@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from agent.measure import LatencyConfig, measure_latency, measure_latency_ratio
+from agent.measure import LatencyConfig, measure_latency_ratio
 from agent.measure.lut import build_latency_table
 from agent.pruning import PruningGraph, compute_importance
 from agent.tasks import build_model
