@@ -104,13 +104,31 @@ def _result_dict(r: EvalResult) -> dict[str, Any]:
     }
 
 
+NEAR_LATENCY = 0.05
+"""A result over its latency target by at most this fraction (and feasible otherwise) is re-measured at
+confirmation: a single timing round is a provisional verdict on a noisy machine, the confirmation is final."""
+
+
+def _only_latency_near(session: SearchSession, r: EvalResult) -> bool:
+    """Infeasible only because of latency, and within ``NEAR_LATENCY`` of the target."""
+    c = session.constraints
+    if c.latency_target is None or r.latency_ratio is None or r.latency_ms is None:
+        return False
+    slack = 1.0 + NEAR_LATENCY
+    return not c.violations(flops_ratio=r.flops_ratio, params_ratio=r.params_ratio,
+                            latency_ratio=r.latency_ratio / slack, latency_ms=r.latency_ms / slack, acc_drop=r.acc_drop)
+
+
 def _ranked_candidates(session: SearchSession) -> list[EvalResult]:
+    """Feasible results by accuracy, then results only just over the latency target (to be re-measured)."""
     seen, ranked = set(), []
-    for r in sorted((r for r in session.results() if r.ok and r.feasible),
-                    key=lambda r: (-round(r.accuracy, 6), r.flops_ratio)):
-        if r.policy.key() not in seen:
-            seen.add(r.policy.key())
-            ranked.append(r)
+    feasible = [r for r in session.results() if r.ok and r.feasible]
+    near = [r for r in session.results() if r.ok and not r.feasible and _only_latency_near(session, r)]
+    for group in (feasible, near):
+        for r in sorted(group, key=lambda r: (-round(r.accuracy, 6), r.flops_ratio)):
+            if r.policy.key() not in seen:
+                seen.add(r.policy.key())
+                ranked.append(r)
     return ranked
 
 

@@ -27,12 +27,12 @@ def _graph(spec: str) -> tuple[PruningGraph, tuple[int, ...]]:
     return PruningGraph(model, torch.randn(1, *shape)), shape
 
 
-def uniform_ratio_for_flops(graph: PruningGraph, scores: dict, target: float) -> float:
+def uniform_ratio_for_flops(graph: PruningGraph, scores: dict, target: float, round_to: int | None = None) -> float:
     """Smallest uniform ratio whose (exactly predicted) MACs ratio is <= target."""
     lo, hi = 0.0, 0.95
     for _ in range(20):
         mid = (lo + hi) / 2
-        plan = graph.select(scores, dict.fromkeys(graph.unit_names(), mid))
+        plan = graph.select(scores, dict.fromkeys(graph.unit_names(), mid), round_to)
         if graph.predict_macs(plan) / graph.dense_macs <= target:
             hi = mid
         else:
@@ -47,7 +47,7 @@ def flops_vs_latency(models: Sequence[str], batches: Sequence[int], target: floa
     for spec in models:
         graph, shape = _graph(spec)
         scores = compute_importance(graph, "l2")
-        r = uniform_ratio_for_flops(graph, scores, target)
+        r = uniform_ratio_for_flops(graph, scores, target, round_to)
         plan = graph.select(scores, dict.fromkeys(graph.unit_names(), r), round_to)
         pruned = graph.apply(plan)
         import torch_pruning as tp

@@ -152,3 +152,36 @@ def test_optuna_same_seed_same_best(tiny_task, tmp_path):
     (a, keys_a), (b, keys_b) = bests
     assert keys_a == keys_b, "same proposals in the same order"
     assert a.policy == b.policy and a.accuracy == b.accuracy and a.flops_ratio == b.flops_ratio
+
+
+def test_confirmation_re_measures_results_just_over_the_latency_target(tiny_task, tmp_path, monkeypatch):
+    """One timing round is provisional: a result 2% over its latency target is re-measured, and kept if it passes."""
+    import dataclasses
+
+    import agent.search as search_mod
+    from agent.constraints import LatencyTarget
+    from agent.evaluation import EvalResult
+    from agent.search import finalize
+
+    c = Constraints(latency_target=LatencyTarget(0.6))
+    s = SearchSession(task=tiny_task, constraints=c, settings=NO_LAT, config=SearchConfig(method="uniform"),
+                      log=ResultLog.open(tmp_path / "r.csv", resume=False))
+    policy = s.make_policy(dict.fromkeys(s.unit_names, 0.5))
+    near = EvalResult(policy, accuracy=90.0, dense_accuracy=95.0, acc_drop=5.0, flops_ratio=0.3, params_ratio=0.3,
+                      latency_ms=1.0, latency_ratio=0.612, feasible=False, reason="latency 0.612x > target 0.6x")
+    far = dataclasses.replace(near, policy=s.make_policy(dict.fromkeys(s.unit_names, 0.2)), accuracy=95.0,
+                              latency_ratio=0.9, reason="latency 0.9x > target 0.6x")
+    s.record(near)
+    s.record(far)
+    confirmed = []
+    real = search_mod.evaluate_policy
+
+    def remeasure(task, pol, **kw):
+        res, model = real(task, pol, **kw)
+        confirmed.append(pol.key())
+        return dataclasses.replace(res, latency_ratio=0.59, feasible=True, reason=""), model
+
+    monkeypatch.setattr(search_mod, "evaluate_policy", remeasure)
+    outcome = finalize(s, out_dir=tmp_path, final=FinalTuneConfig())
+    assert confirmed == [policy.key()], "only the near miss is re-measured; 50% over is not noise"
+    assert outcome.best is not None and outcome.best.policy == policy
