@@ -136,7 +136,7 @@ CONFIRM_ROUNDS = 3
 """Latency timing rounds when the chosen policy is confirmed (the fastest round counts)."""
 
 
-def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, confirm_tries: int = 3,
+def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, confirm_tries: int = 8,
              extra_summary: dict[str, Any] | None = None) -> SearchOutcome:
     """Confirm the best feasible policy by a fresh measurement, fine-tune it, and write every output file.
 

@@ -19,7 +19,7 @@ from ..errors import user_error
 from ..evaluation import EvalResult, EvalSettings
 from ..policy import Policy
 from ..pruning.importance import normalized
-from ..session import BudgetExhausted, CostProbe, SearchConfig, SearchSession, TrialStopped
+from ..session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession, TrialStopped
 from .base import Searcher
 from .baselines import greedy_policy, uniform_policy
 from .optuna_study import (
@@ -43,8 +43,13 @@ __all__ = ["OptunaSearcher", "NSGA2Searcher", "constraint_values", "fit_to_budge
 def constraint_values(constraints: Constraints, *, flops_ratio: float, params_ratio: float,
                       latency_ratio: float | None, latency_ms: float | None,
                       acc_drop: float | None) -> dict[str, float]:
-    """Optuna constraint values (feasible when all are <= 0), consistent with ``Constraints.violations``."""
+    """Optuna constraint values (feasible when all are <= 0), consistent with ``Constraints.violations``.
+
+    Latency is held ``LATENCY_MARGIN`` under its target (like every searcher's steering): one timing round is
+    noisy, and candidates right at the edge tend to fail the final re-measurement.
+    """
     c, eps, out = constraints, 1e-9, {}
+    lat_target = 1.0 - LATENCY_MARGIN
     if c.max_acc_drop is not None and acc_drop is not None:
         out["acc_drop"] = (acc_drop - c.max_acc_drop - eps) / 100.0
     if c.flops_target is not None:
@@ -53,9 +58,9 @@ def constraint_values(constraints: Constraints, *, flops_ratio: float, params_ra
         out["params"] = params_ratio - c.params_target - eps
     lt = c.latency_target
     if lt is not None and lt.unit == "ratio" and latency_ratio is not None:
-        out["latency"] = latency_ratio - lt.value - eps
+        out["latency"] = latency_ratio - lt.value * lat_target - eps
     if lt is not None and lt.unit == "ms" and latency_ms is not None:
-        out["latency"] = (latency_ms - lt.value - eps) / lt.value
+        out["latency"] = (latency_ms - lt.value * lat_target - eps) / lt.value
     return out
 
 
@@ -68,7 +73,8 @@ def _over_budget(session: SearchSession, cost: CostProbe, scale: float = 1.0) ->
         terms.append(cost.params_ratio * scale / c.params_target)
     lt = c.latency_target
     if lt is not None and cost.latency_ms is not None:
-        terms.append((cost.latency_ratio or math.inf) / lt.value if lt.unit == "ratio" else cost.latency_ms / lt.value)
+        target = lt.value * (1.0 - LATENCY_MARGIN)
+        terms.append((cost.latency_ratio or math.inf) / target if lt.unit == "ratio" else cost.latency_ms / target)
     return max(terms)
 
 
