@@ -305,14 +305,15 @@ class SearchSession:
         cfg = self.settings.latency
         return dataclasses.replace(cfg, rounds=max(2, cfg.rounds))
 
-    def meets_cost(self, cost: CostProbe) -> bool:
+    def meets_cost(self, cost: CostProbe, *, margin: float = LATENCY_MARGIN) -> bool:
         """Whether a cost probe satisfies the FLOPs / params / latency targets (accuracy not considered).
 
-        Latency is held to ``1 - LATENCY_MARGIN`` of its target: searchers steer by one measurement (or a
-        prediction), while the result must still meet the target when it is measured again.
+        Latency is held to ``1 - margin`` of its target: searchers steer by one measurement (or a prediction),
+        while the result must still meet the target when it is measured again.
         """
+        assert 0.0 <= margin < 1.0, margin
         c = self.constraints
-        shrink = 1.0 - LATENCY_MARGIN
+        shrink = 1.0 - margin
         return not c.violations(
             flops_ratio=cost.flops_ratio, params_ratio=cost.params_ratio,
             latency_ratio=None if cost.latency_ratio is None else cost.latency_ratio / shrink,

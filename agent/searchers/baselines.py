@@ -11,7 +11,7 @@ import torch_pruning as tp
 
 from ..errors import UserInputError
 from ..policy import Policy
-from ..session import BudgetExhausted, CostProbe, SearchSession
+from ..session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchSession
 from .base import Searcher
 
 __all__ = ["UniformSearcher", "GlobalSearcher", "GreedySearcher", "global_pruning_ratios", "uniform_policy",
@@ -196,10 +196,13 @@ class GreedySearcher(Searcher):
                 return r, cost
         return None
 
-    def path(self, session: SearchSession) -> tuple[dict[str, float], list[dict[str, float]]]:
+    def path(self, session: SearchSession, *, margin: float = LATENCY_MARGIN,
+             start: dict[str, float] | None = None, min_steps: int = 0,
+             ) -> tuple[dict[str, float], list[dict[str, float]]]:
         """The greedy walk: its final ratios and the ratios after each step.
 
-        The final ratios meet the cost targets when there are any.
+        The final ratios meet the cost targets when there are any, latency held ``margin`` under its target.
+        ``start`` continues an earlier walk from its final ratios, taking at least ``min_steps`` steps.
 
         Raises:
             UserInputError: The cost targets cannot be met even at ``max_ratio``.
@@ -207,14 +210,14 @@ class GreedySearcher(Searcher):
         profile = session.sensitivity()
         units = session.unit_names
         hi = session.config.max_ratio
-        ratios = dict.fromkeys(units, session.config.min_ratio)
+        ratios = dict(start) if start is not None else dict.fromkeys(units, session.config.min_ratio)
         checkpoints: list[dict[str, float]] = []
         current = self._cost(session, session.predict(session.make_policy(ratios)))
         while True:
-            meets = session.meets_cost(session.predict(session.make_policy(ratios)))
-            if session.constraints.has_cost_target and meets:
+            meets = session.meets_cost(session.predict(session.make_policy(ratios)), margin=margin)
+            if session.constraints.has_cost_target and meets and len(checkpoints) >= min_steps:
                 exact = session.probe(session.make_policy(ratios))
-                if session.meets_cost(exact):
+                if session.meets_cost(exact, margin=margin):
                     break
             best_unit, best_score, best_cost, best_ratio = None, np.inf, current, 0.0
             for u in units:
@@ -247,10 +250,25 @@ class GreedySearcher(Searcher):
         try:
             if session.constraints.has_cost_target:
                 session.evaluate(session.make_policy(ratios), note=f"greedy steps={len(checkpoints)}")
+                if session.constraints.latency_target is not None:
+                    self._latency_backup(session, ratios)
             else:
                 self._accuracy_walk(session, checkpoints)
         except BudgetExhausted:
             return
+
+    def _latency_backup(self, session: SearchSession, ratios: dict[str, float]) -> None:
+        """Evaluate the walk continued (one step at least) to twice the latency margin: a fallback for confirmation.
+
+        Latency is re-measured when the best policy is confirmed; on a noisy machine the greedy policy can land
+        just over the target there, and this slightly faster policy is the next candidate instead of nothing.
+        """
+        try:
+            backup, _ = self.path(session, margin=2 * LATENCY_MARGIN, start=ratios, min_steps=1)
+        except UserInputError:
+            return  # no further step lowers the cost; the greedy policy stands alone
+        if backup != ratios:
+            session.evaluate(session.make_policy(backup), note="greedy latency backup")
 
     def _accuracy_walk(self, session: SearchSession, path: list[dict[str, float]]) -> None:
         """Bisect along the greedy path for the deepest point within the accuracy budget."""

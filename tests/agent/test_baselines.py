@@ -73,3 +73,21 @@ def test_missing_target_is_a_user_error(tiny_task, tmp_path):
 def test_unknown_method():
     with pytest.raises(UserInputError, match="unknown method 'annealing'"):
         get_searcher("annealing")
+
+
+def test_greedy_under_a_latency_target_also_evaluates_a_faster_backup(tiny_task, tmp_path):
+    """Confirmation re-measures latency; greedy leaves a continued, cheaper policy to fall back on."""
+    from agent.measure import LatencyConfig
+
+    settings = EvalSettings(latency=LatencyConfig(batch_size=64, warmup=2, repeats=7))
+    s = _session(tiny_task, tmp_path, Constraints(latency_target=LatencyTarget(0.8)), "greedy", settings)
+    get_searcher("greedy")().run(s)
+    import csv
+
+    results = s.results()
+    notes = [row["note"] for row in csv.DictReader(s.log.path.open())]
+    assert len(results) == 2 and notes == [notes[0], "greedy latency backup"]
+    main, backup = results[0], results[-1]
+    assert all(backup.policy.ratios[u] >= main.policy.ratios[u] for u in s.unit_names), "the walk continues"
+    assert backup.policy.ratios != main.policy.ratios
+    assert backup.flops_ratio <= main.flops_ratio
