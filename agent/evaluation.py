@@ -213,9 +213,21 @@ class PruningEngine:
 
     def predict_latency_ms(self, policy: Policy, settings: EvalSettings) -> float | None:
         """Latency predicted by the attached latency model, or None when there is none."""
-        if self.latency_model is None:
+        predicted = self.predict_latency(self.kept_channels(self.plan(policy, settings)), settings)
+        return None if predicted is None else predicted[0]
+
+    def predict_latency(self, kept_channels: Mapping[str, int], settings: EvalSettings) -> tuple[float, float] | None:
+        """Predicted latency in ms and as a ratio to dense, or None without a latency model.
+
+        The ratio comes from the table alone (self-consistent); the milliseconds scale it by the dense latency
+        measured now, so a table cached under other machine load still predicts today's absolute time.
+        """
+        table = self.latency_model
+        if table is None:
             return None
-        return float(self.latency_model.predict(self.kept_channels(self.plan(policy, settings))))
+        ratio = float(table.predict_ratio(kept_channels))
+        dense_ms = self.dense(settings).latency_ms if settings.measure_latency else None
+        return ratio * (dense_ms or float(table.predict({}))), ratio
 
     def attach_latency_model(self, settings: EvalSettings, *, round_to: int | None = None, cache: bool = True) -> Any:
         """Build (or load from cache) the per-device latency table for ``settings.latency``.
@@ -305,8 +317,9 @@ def evaluate_policy(
     model = engine.graph.apply(plan).to(dev)
     times["apply"] = time.perf_counter() - t0
     result = EvalResult(policy, dense_accuracy=dense.accuracy, kept_channels=engine.kept_channels(plan))
-    if engine.latency_model is not None:
-        result.latency_pred_ms = float(engine.latency_model.predict(result.kept_channels))
+    predicted = engine.predict_latency(result.kept_channels, settings)
+    if predicted is not None:
+        result.latency_pred_ms = predicted[0]
 
     split = task.data.val if settings.split == "val" else task.data.test
     t0 = time.perf_counter()

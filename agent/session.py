@@ -272,10 +272,8 @@ class SearchSession:
         engine = self.engine
         plan = engine.plan(policy, self.settings)
         g = engine.graph
-        table = engine.latency_model
-        kept = engine.kept_channels(plan)
-        lat_ms = float(table.predict(kept)) if table is not None else None
-        lat_ratio = lat_ms / float(table.predict({})) if table is not None else None  # the table's own dense
+        latency = engine.predict_latency(engine.kept_channels(plan), self.settings)
+        lat_ms, lat_ratio = latency if latency is not None else (None, None)
         return CostProbe(g.predict_macs(plan) / g.dense_macs, g.predict_params(plan) / g.dense_params, lat_ratio, lat_ms)
 
     def probe(self, policy: Policy, *, latency: bool | None = None) -> CostProbe:

@@ -55,8 +55,9 @@ class BudgetWall:
         min_ratio: Smallest per-unit ratio.
         max_ratio: Largest per-unit ratio.
         round_to: Keep a multiple of this many channels where possible.
-        dense_latency_ms: Dense latency, to turn a target in milliseconds into a ratio when no latency model is
-            attached (None: such a target cannot be walled and a warning is issued).
+        dense_latency_ms: Dense latency measured now, to turn a target in milliseconds into a ratio (with a latency
+            model: of the table's dense prediction; without one and without this, such a target cannot be
+            walled and a warning is issued).
     """
 
     def __init__(self, *, engine: PruningEngine, scores: Mapping[str, torch.Tensor], constraints: Constraints,
@@ -109,7 +110,9 @@ class BudgetWall:
         model = self.engine.latency_model
         if lat is not None and model is not None:
             dense_pred = float(model.predict({u.name: u.channels for u in self.units}))
-            limit_ms = lat.value * dense_pred if lat.unit == "ratio" else lat.value
+            # an absolute target becomes a ratio of the dense latency measured now (the table may be cached)
+            ratio = lat.value if lat.unit == "ratio" else (lat.as_ratio(dense_latency_ms) if dense_latency_ms else None)
+            limit_ms = ratio * dense_pred if ratio is not None else lat.value
             targets.append(CostTarget("latency", lambda r: float(model.predict(self._kept(r))), limit_ms * shrink))
         elif lat is not None:
             proxy = lat.value if lat.unit == "ratio" else (lat.as_ratio(dense_latency_ms) if dense_latency_ms else None)

@@ -116,7 +116,7 @@ class LayerPruningEnv(gym.Env):
             raise UserInputError(f"sensitivity profile does not cover units {missing[:3]}: analyse this task's "
                                  "sensitivity (or pass profile=None)")
         dense_latency = self.engine.dense(self.settings).latency_ms if constraints.latency_target is not None and \
-            self.settings.measure_latency and self.engine.latency_model is None else None
+            self.settings.measure_latency else None
         self.wall = BudgetWall(engine=self.engine, scores=self.scores, constraints=constraints,
                                min_ratio=self.config.min_ratio, max_ratio=self.config.max_ratio,
                                round_to=self.config.round_to, dense_latency_ms=dense_latency)

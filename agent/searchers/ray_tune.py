@@ -88,25 +88,55 @@ def ray_runtime(*, address: str | None, num_cpus: int | None = None, num_gpus: i
     ray = require_ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            kwargs: dict[str, Any] = {"_node_ip_address": "127.0.0.1", "include_dashboard": False,
-                                      "log_to_driver": False}
-            if os.environ.get("RAY_TMPDIR"):
-                kwargs["_temp_dir"] = os.environ["RAY_TMPDIR"]
-            if num_cpus is not None:
-                kwargs["num_cpus"] = num_cpus
-            if num_gpus is not None:
-                kwargs["num_gpus"] = num_gpus
-            ray.init(**kwargs)
-        started = True
+    with contextlib.ExitStack() as stack:
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                stack.enter_context(_loopback_only())
+                ray.init(**_local_init_kwargs(num_cpus=num_cpus, num_gpus=num_gpus))
+            started = True
+        try:
+            yield ray
+        finally:
+            if started:
+                ray.shutdown()
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Keep a private Ray on 127.0.0.1.
+
+    On Linux Ray swaps a 127.0.0.1 node address for the machine's outward IP (found by probing a public address)
+    unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; the variable is read when ray is imported, so the already
+    imported constant is set too. Ray's own processes inherit the variable. Both are restored afterwards, so a
+    later ``--address`` join in the same process still finds the outward IP.
+    """
+    from ray._private import ray_constants
+
+    var = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    old_env, old_const = os.environ.get(var), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[var] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        yield ray
+        yield
     finally:
-        if started:
-            ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = old_const
+        if old_env is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = old_env
+
+
+def _local_init_kwargs(*, num_cpus: int | None, num_gpus: int | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"_node_ip_address": "127.0.0.1", "include_dashboard": False, "log_to_driver": False}
+    if os.environ.get("RAY_TMPDIR"):
+        kwargs["_temp_dir"] = os.environ["RAY_TMPDIR"]
+    if num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    if num_gpus is not None:
+        kwargs["num_gpus"] = num_gpus
+    return kwargs
 
 
 def _trial_settings(settings: EvalSettings, use_gpu: bool) -> EvalSettings:

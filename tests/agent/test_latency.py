@@ -66,3 +66,31 @@ def test_absolute_latency_target_checks_milliseconds():
     c = Constraints(latency_target=LatencyTarget.parse("2ms"))
     assert c.violations(flops_ratio=1, params_ratio=1, latency_ratio=0.1, latency_ms=2.5, acc_drop=0)
     assert not c.violations(flops_ratio=1, params_ratio=1, latency_ratio=0.9, latency_ms=1.5, acc_drop=0)
+
+
+def test_predicted_milliseconds_follow_todays_dense_measurement(tiny_task):
+    """A table cached under other load keeps its ratios; its milliseconds are rescaled to the dense measured now."""
+    from agent.evaluation import EvalSettings, get_engine
+
+    settings = EvalSettings(latency=CFG)
+    engine = get_engine(tiny_task)
+    table = engine.attach_latency_model(settings, cache=False)
+    try:
+        dense_ms = engine.dense(settings).latency_ms
+        kept = {u.name: max(1, u.channels // 2) for u in engine.units}
+        ms, ratio = engine.predict_latency(kept, settings)
+        assert ratio == pytest.approx(table.predict_ratio(kept))
+        assert ms == pytest.approx(ratio * dense_ms)
+        assert engine.predict_latency({}, settings)[0] == pytest.approx(dense_ms)
+        table_ms = table.predict(kept)
+        slow = table.predict
+
+        def three_times_slower(kept_channels):
+            return 3.0 * slow(kept_channels)
+
+        table.predict = three_times_slower  # as if the table had been built on a loaded machine
+        ms_loaded, ratio_loaded = engine.predict_latency(kept, settings)
+        assert ratio_loaded == pytest.approx(ratio) and ms_loaded == pytest.approx(ms)
+        assert table.predict(kept) == pytest.approx(3.0 * table_ms)
+    finally:
+        engine.latency_model = None

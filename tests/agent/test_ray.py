@@ -88,3 +88,24 @@ def test_ray_job_submit_to_a_loopback_cluster(tiny_checkpoint, tmp_path, ray_env
     assert len(_rows(out)) == 3
     assert json.loads((out / "summary.json").read_text())["method"] == "ray"
     assert subprocess.run(["pgrep", "-f", "raylet"], capture_output=True).returncode != 0, "cluster was stopped"
+
+
+def test_private_ray_stays_on_loopback_even_without_the_env_var(monkeypatch, tmp_path):
+    """On Linux Ray swaps 127.0.0.1 for the outward IP unless told not to; the private runtime tells it."""
+    from ray._private import ray_constants
+
+    from agent.searchers.ray_tune import ray_runtime
+
+    tmp = tempfile.mkdtemp(prefix="rl", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", tmp)
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # as imported on Linux without the variable
+    try:
+        with ray_runtime(address=None, num_cpus=1) as ray:
+            addresses = {n["NodeManagerAddress"] for n in ray.nodes()}
+            assert addresses == {"127.0.0.1"}
+            assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        assert ray_constants.ENABLE_RAY_CLUSTER is True, "restored for later --address joins"
+        assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+    finally:
+        subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
