@@ -88,6 +88,18 @@ class SearchConfig:
         check_importance(self.importance)
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise UserInputError(f"--time-budget must be > 0 seconds, got {self.time_budget_s!r}")
+        backend = self.options.get("backend", "local")
+        if backend not in ("local", "ray"):
+            raise UserInputError(f"unknown --backend {backend!r}: choose local or ray")
+        if backend == "ray" and self.method not in RAY_BACKEND_METHODS:
+            raise UserInputError(
+                f"--backend ray spreads the trials of --method optuna over Ray Tune; method {self.method!r} "
+                "proposes one candidate at a time from the previous result, so there is nothing to spread: drop "
+                "--backend ray, or use --method optuna / --method ray")
+
+
+RAY_BACKEND_METHODS = ("optuna", "ray")
+"""Searchers that can run their evaluations on Ray Tune (``--backend ray``)."""
 
 
 @dataclass(frozen=True)

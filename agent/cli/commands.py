@@ -271,12 +271,14 @@ def _register_search(sub: SubParsers) -> None:
 
 
 def _ray_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("ray tune (--method ray)")
+    g = p.add_argument_group("ray tune (--method ray, or --method optuna --backend ray)")
     g.add_argument("--concurrency", type=int, default=None, help="trials at once (default 2)")
     g.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
     g.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed (default 0)")
     g.add_argument("--address", default=None, help="join an existing Ray cluster: auto or HOST:PORT (default: a "
                    "private local Ray on 127.0.0.1)")
+    g.add_argument("--backend", default=None, help="local (default) or ray: run --method optuna's trials on Ray Tune "
+                   "(OptunaSearch with --sampler, --concurrency trials at once)")
     g.add_argument("--ray-search", dest="search_alg", default=None, help="optuna (default) or random")
     g.add_argument("--max-failures", type=int, default=None, help="retries of a crashed trial (default 2)")
 

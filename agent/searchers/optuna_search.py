@@ -144,6 +144,15 @@ class OptunaSearcher(Searcher):
         opts = cls._options(config.options, settings)
         if unit_names is not None:
             cls._space(opts, config, unit_names)
+        if config.options.get("backend") == "ray":
+            from .ray_tune import RayOptions
+
+            RayOptions.from_options(config.options)
+            ignored = [flag for flag, key in (("--storage", "storage"), ("--study-name", "study_name"),
+                                              ("--pruner", "pruner")) if config.options.get(key)]
+            if ignored:
+                warnings.warn(f"{', '.join(ignored)} ignored with --backend ray: Ray Tune keeps the experiment under "
+                              "--out (continue it with --resume) and ASHA stops weak trials", stacklevel=2)
 
     @staticmethod
     def _space(opts: OptunaOptions, cfg: SearchConfig, unit_names: Sequence[str]) -> BoundSpace:
@@ -177,6 +186,12 @@ class OptunaSearcher(Searcher):
 
     # ------------------------------------------------------------------ search
     def run(self, session: SearchSession) -> None:  # noqa: D102
+        if session.config.options.get("backend") == "ray":
+            from .ray_tune import RaySearcher
+
+            self._description = "optuna (ray tune backend)"
+            RaySearcher().run(session)  # OptunaSearch with this searcher's sampler, trials spread over Ray
+            return
         with quiet_optuna():
             self._search(session)
 

@@ -228,6 +228,11 @@ class RaySearcher(Searcher):
         """Validate the Ray options and the search space before any work."""
         del settings, constraints
         RayOptions.from_options(config.options)
+        from .optuna_study import SAMPLERS
+
+        sampler = config.options.get("sampler")
+        if sampler is not None and sampler not in SAMPLERS:
+            raise user_error("unknown --sampler", sampler, f"choose one of {', '.join(SAMPLERS)}")
         if unit_names is not None:
             cls._space(config, unit_names)
         else:
@@ -307,7 +312,11 @@ class RaySearcher(Searcher):
                     from ray.tune.search.optuna import OptunaSearch
 
                     warm = self._warm_start(session, space)
-                    alg = ConcurrencyLimiter(OptunaSearch(metric="score", mode="max", seed=session.config.seed,
+                    from .optuna_study import make_sampler
+
+                    sampler = make_sampler(session.config.options.get("sampler") or "tpe", seed=session.config.seed,
+                                           trials=session.config.trials, multi_objective=False)
+                    alg = ConcurrencyLimiter(OptunaSearch(metric="score", mode="max", sampler=sampler,
                                                           points_to_evaluate=warm),
                                              max_concurrent=opts.concurrency)
                 else:

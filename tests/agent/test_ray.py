@@ -109,3 +109,27 @@ def test_private_ray_stays_on_loopback_even_without_the_env_var(monkeypatch, tmp
         assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
     finally:
         subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_optuna_with_the_ray_backend_spreads_its_trials_over_ray_tune(tiny_checkpoint, tmp_path, ray_env):
+    out = tmp_path / "ob"
+    code = main(["search", "--method", "optuna", "--backend", "ray", "--sampler", "random", "--checkpoint",
+                 str(tiny_checkpoint), "--trials", "4", "--concurrency", "2", "--no-latency", "--final-epochs", "0",
+                 "--quiet", "--out", str(out)])
+    assert code == 0
+    rows = _rows(out)
+    assert len(rows) == 4 and all(r["method"] == "optuna" and r["note"].startswith("ray trial ") for r in rows)
+    assert json.loads((out / "summary.json").read_text())["feasible"]
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--method", "greedy", "--backend", "ray"], "greedy"),
+    (["--method", "optuna", "--backend", "spark"], "spark"),
+    (["--method", "ray", "--sampler", "annealing"], "annealing"),
+])
+def test_backends_that_do_not_fit_are_user_errors(argv, named, capsys, tmp_path):
+    out = tmp_path / "o"
+    assert main(["search", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not out.exists()
