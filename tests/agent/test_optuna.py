@@ -105,9 +105,12 @@ def test_candidates_predicted_far_over_the_latency_budget_are_rejected_unevaluat
     from agent.constraints import LatencyTarget
     from agent.evaluation import get_engine
 
-    class SlowTable:  # a latency model predicting every candidate at 1000 ms
+    class SlowTable:  # a latency model predicting every candidate at 1000x the dense latency
         def predict(self, kept_channels):
-            return 1000.0
+            return 1000.0 if kept_channels else 1.0
+
+        def predict_ratio(self, kept_channels):
+            return self.predict(kept_channels) / self.predict({})
 
     evaluated = []
     monkeypatch.setattr(agent.session, "evaluate_policy", lambda *a, **k: evaluated.append(1))
@@ -117,7 +120,9 @@ def test_candidates_predicted_far_over_the_latency_budget_are_rejected_unevaluat
     get_searcher("optuna")().run(s)
     assert not evaluated
     assert [r.status for r in s.results()] == ["rejected"] * 3
-    assert all("predicted latency" in r.reason and r.latency_pred_ms == 1000.0 for r in s.results())
+    dense_ms = get_engine(tiny_task).dense(fast_settings).latency_ms or 1.0
+    assert all("predicted latency" in r.reason and r.latency_pred_ms == pytest.approx(1000.0 * dense_ms)
+               for r in s.results())
     trials = _study(tmp_path).trials
     assert all(t.state == TrialState.COMPLETE and t.constraints["latency"] > 0 for t in trials)
 

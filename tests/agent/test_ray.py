@@ -90,25 +90,35 @@ def test_ray_job_submit_to_a_loopback_cluster(tiny_checkpoint, tmp_path, ray_env
     assert subprocess.run(["pgrep", "-f", "raylet"], capture_output=True).returncode != 0, "cluster was stopped"
 
 
-def test_private_ray_stays_on_loopback_even_without_the_env_var(monkeypatch, tmp_path):
-    """On Linux Ray swaps 127.0.0.1 for the outward IP unless told not to; the private runtime tells it."""
-    from ray._private import ray_constants
+def test_private_ray_stays_on_loopback_even_without_the_env_var(tmp_path):
+    """On Linux Ray swaps 127.0.0.1 for the outward IP unless told not to; the private runtime tells it.
 
-    from agent.searchers.ray_tune import ray_runtime
-
-    tmp = tempfile.mkdtemp(prefix="rl", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", tmp)
-    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # as imported on Linux without the variable
+    Runs in a fresh interpreter, as a user would: ray imported without ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``.
+    """
+    script = (
+        "import json, os\n"
+        "from ray._private import ray_constants\n"
+        "from agent.searchers.ray_tune import ray_runtime\n"
+        "before = ray_constants.ENABLE_RAY_CLUSTER\n"
+        "with ray_runtime(address=None, num_cpus=1) as ray:\n"
+        "    nodes = sorted({n['NodeManagerAddress'] for n in ray.nodes()})\n"
+        "    gcs = ray.get_runtime_context().gcs_address\n"
+        "print(json.dumps({'before': before, 'nodes': nodes, 'gcs': gcs, 'after': ray_constants.ENABLE_RAY_CLUSTER,\n"
+        "                  'env_after': os.environ.get('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER')}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env.update(RAY_TMPDIR=tempfile.mkdtemp(prefix="rl", dir="/tmp"), RAY_USAGE_STATS_ENABLED="0",
+               PYTHONWARNINGS="ignore")
     try:
-        with ray_runtime(address=None, num_cpus=1) as ray:
-            addresses = {n["NodeManagerAddress"] for n in ray.nodes()}
-            assert addresses == {"127.0.0.1"}
-            assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
-        assert ray_constants.ENABLE_RAY_CLUSTER is True, "restored for later --address joins"
-        assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                              cwd=REPO)
     finally:
         subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["before"] is True, "ray on Linux without the variable would leave loopback"
+    assert seen["nodes"] == ["127.0.0.1"] and seen["gcs"].startswith("127.0.0.1:")
+    assert seen["after"] is True and seen["env_after"] is None, "restored for later --address joins"
 
 
 def test_optuna_with_the_ray_backend_spreads_its_trials_over_ray_tune(tiny_checkpoint, tmp_path, ray_env):
