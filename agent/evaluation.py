@@ -211,11 +211,6 @@ class PruningEngine:
         """MACs ratio of ``policy`` predicted from the dense per-layer counts (no model is built)."""
         return self.graph.predict_macs(self.plan(policy, settings)) / self.graph.dense_macs
 
-    def predict_latency_ms(self, policy: Policy, settings: EvalSettings) -> float | None:
-        """Latency predicted by the attached latency model, or None when there is none."""
-        predicted = self.predict_latency(self.kept_channels(self.plan(policy, settings)), settings)
-        return None if predicted is None else predicted[0]
-
     def predict_latency(self, kept_channels: Mapping[str, int], settings: EvalSettings) -> tuple[float, float] | None:
         """Predicted latency in ms and as a ratio to dense, or None without a latency model.
 

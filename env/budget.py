@@ -108,19 +108,20 @@ class BudgetWall:
             targets.append(CostTarget("params", self._params_ratio, c.params_target * shrink))
         lat = c.latency_target
         model = self.engine.latency_model
+        # an absolute target becomes a ratio of the dense latency measured now (a latency table may be cached)
+        lat_ratio = None
+        if lat is not None and (lat.unit == "ratio" or dense_latency_ms):
+            lat_ratio = lat.value if lat.unit == "ratio" else lat.as_ratio(dense_latency_ms)
         if lat is not None and model is not None:
             dense_pred = float(model.predict({u.name: u.channels for u in self.units}))
-            # an absolute target becomes a ratio of the dense latency measured now (the table may be cached)
-            ratio = lat.value if lat.unit == "ratio" else (lat.as_ratio(dense_latency_ms) if dense_latency_ms else None)
-            limit_ms = ratio * dense_pred if ratio is not None else lat.value
+            limit_ms = lat_ratio * dense_pred if lat_ratio is not None else lat.value
             targets.append(CostTarget("latency", lambda r: float(model.predict(self._kept(r))), limit_ms * shrink))
         elif lat is not None:
-            proxy = lat.value if lat.unit == "ratio" else (lat.as_ratio(dense_latency_ms) if dense_latency_ms else None)
-            if proxy is None:
+            if lat_ratio is None:
                 warnings.warn(f"latency target {lat.text()} cannot be enforced by the budget wall without a latency "
                               "model or a measured dense latency; only the reward sees it", stacklevel=3)
             else:
-                flops_limit = min(flops_limit, proxy) if flops_limit is not None else min(proxy, 1.0)
+                flops_limit = min(flops_limit, lat_ratio) if flops_limit is not None else min(lat_ratio, 1.0)
         if flops_limit is not None:
             targets.insert(0, CostTarget("flops", self.flops_ratio, flops_limit * shrink))
         return targets

@@ -267,8 +267,7 @@ class GreedySearcher(Searcher):
             backup, _ = self.path(session, margin=2 * LATENCY_MARGIN, start=ratios, min_steps=1)
         except UserInputError:
             return  # no further step lowers the cost; the greedy policy stands alone
-        if backup != ratios:
-            session.evaluate(session.make_policy(backup), note="greedy latency backup")
+        session.evaluate(session.make_policy(backup), note="greedy latency backup")
 
     def _accuracy_walk(self, session: SearchSession, path: list[dict[str, float]]) -> None:
         """Bisect along the greedy path for the deepest point within the accuracy budget."""

@@ -228,11 +228,9 @@ class RaySearcher(Searcher):
         """Validate the Ray options and the search space before any work."""
         del settings, constraints
         RayOptions.from_options(config.options)
-        from .optuna_study import SAMPLERS
+        from .optuna_study import OptunaOptions
 
-        sampler = config.options.get("sampler")
-        if sampler is not None and sampler not in SAMPLERS:
-            raise user_error("unknown --sampler", sampler, f"choose one of {', '.join(SAMPLERS)}")
+        OptunaOptions(sampler=config.options.get("sampler")).validate()  # the sampler behind OptunaSearch
         if unit_names is not None:
             cls._space(config, unit_names)
         else:
