@@ -19,7 +19,7 @@ from torch.nn.utils import prune
 
 from .errors import UserInputError
 from .finetune import FinalTuneConfig, finetune_model
-from .pruning.graph import find_output_layer
+from .pruning.tracing import find_output_layer
 from .tasks.task import Task
 from .training import recalibrate_batchnorm
 

@@ -7,7 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["trace_forward", "find_output_layer", "forward_order", "PRUNABLE_TYPES"]
+from ..outputs import logits_of
+
+__all__ = ["trace_forward", "trace_layers", "find_output_layer", "forward_order", "PRUNABLE_TYPES"]
 
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 """Layer types that root a prunable unit."""
@@ -37,22 +39,38 @@ def trace_forward(model: nn.Module, example: torch.Tensor, on_module: OnModule,
             h.remove()
 
 
+def _width(t: object) -> int | None:
+    if not isinstance(t, torch.Tensor) or t.dim() == 0:
+        return None
+    return t.shape[1] if t.dim() > 1 else t.shape[0]
+
+
+def trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[str, int], str | None]:
+    """One pass: conv / linear name -> position of its first call, and the classifier layer's name.
+
+    The classifier is the last conv / linear in forward order producing the width of the model's logits
+    (see :func:`agent.outputs.logits_of` for tuple and dict outputs); None if no layer does.
+    """
+    order: dict[str, int] = {}
+    widths: list[tuple[str, int | None]] = []
+
+    def record(name: str, mod: nn.Module, inputs: tuple, output: object) -> None:
+        order.setdefault(name, len(order))
+        widths.append((name, _width(output)))
+
+    out = logits_of(trace_forward(model, example_input, record, lambda n, m: isinstance(m, PRUNABLE_TYPES)))
+    width = _width(out)
+    for name, w in reversed(widths):
+        if w == width:
+            return order, name
+    return order, None
+
+
 def find_output_layer(model: nn.Module, example_input: torch.Tensor) -> str | None:
     """Name of the classifier layer: the last conv/linear (forward order) producing the output's width."""
-    order: list[tuple[str, int]] = []
-    out = trace_forward(model, example_input,
-                        lambda n, m, i, o: order.append((n, o.shape[1] if o.dim() > 1 else o.shape[0])),
-                        lambda n, m: isinstance(m, PRUNABLE_TYPES))
-    width = out.shape[1] if out.dim() > 1 else out.shape[0]  # type: ignore[union-attr]
-    for name, w in reversed(order):
-        if w == width:
-            return name
-    return None
+    return trace_layers(model, example_input)[1]
 
 
 def forward_order(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
     """Conv / linear layer name -> position of its first call in a forward pass."""
-    order: dict[str, int] = {}
-    trace_forward(model, example_input, lambda n, m, i, o: order.setdefault(n, len(order)),
-                  lambda n, m: isinstance(m, PRUNABLE_TYPES))
-    return order
+    return trace_layers(model, example_input)[0]

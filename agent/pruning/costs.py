@@ -1,0 +1,78 @@
+"""Exact cost prediction of a pruning plan from the dense model's per-layer MACs and parameter counts.
+
+A layer's cost scales with the widths some unit controls: weights with ``in x out`` (depthwise and grouped
+convs with the kept groups), a bias and norm layers with ``out``, and activations / pooling that follow a layer
+with its output width. No model is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+from torch import nn
+
+from .units import LayerDims
+
+if TYPE_CHECKING:
+    from .graph import PruningGraph
+
+__all__ = ["is_depthwise", "predict_cost", "kept_fraction", "layer_dims"]
+
+
+def is_depthwise(layer: nn.Module) -> bool:
+    """A convolution with one group per input channel (depthwise; its in and out widths move together)."""
+    return isinstance(layer, nn.modules.conv._ConvNd) and layer.groups > 1 and layer.groups == layer.in_channels
+
+
+def kept_fraction(graph: PruningGraph, layer: str, side: str, pruned: Mapping[str, np.ndarray]) -> float:
+    """Fraction of ``layer``'s ``side`` ("in" / "out") width that survives plan ``pruned``."""
+    size = graph.dim_size[layer][0 if side == "in" else 1]
+    removed: set[int] = set()
+    for unit_name, it in graph.dims[layer][side]:
+        roots = pruned.get(unit_name)
+        if roots is not None and len(roots):
+            removed.update(it.idxs[np.isin(it.roots, roots)].tolist())
+    return 1.0 - len(removed) / size if size else 1.0
+
+
+def predict_cost(graph: PruningGraph, pruned: Mapping[str, np.ndarray], per_layer: Mapping[str, float],
+                 dense: float) -> float:
+    """Cost (``per_layer`` MACs or parameters summed) of the model ``graph.apply(pruned)`` would return."""
+    modules = graph.modules
+    total = dense
+    out_keep: dict[str, float] = {}
+    for layer in graph.dims:
+        kin, kout = kept_fraction(graph, layer, "in", pruned), kept_fraction(graph, layer, "out", pruned)
+        out_keep[layer] = kout
+        base = per_layer.get(layer, 0.0)
+        if base == 0.0:
+            continue
+        mod = modules[layer]
+        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) and not is_depthwise(mod):
+            # weights scale with in x out; a bias (one term per output) only with out
+            fan_in = mod.weight[0].numel()
+            bias = 1.0 / (fan_in + 1) if mod.bias is not None else 0.0
+            factor = (1.0 - bias) * kin * kout + bias * kout
+        else:
+            factor = min(kin, kout)
+        total -= base * (1.0 - factor)
+    for layer, sources in graph.followers.items():  # activations / pooling scale with their input's width
+        width = sum(n for _, n in sources)
+        kept = sum(n * out_keep.get(src, 1.0) if src is not None else n for src, n in sources)
+        total -= per_layer.get(layer, 0.0) * (1.0 - kept / width if width else 0.0)
+    return total
+
+
+def layer_dims(graph: PruningGraph) -> dict[str, LayerDims]:
+    """Every layer whose width some unit controls: its in/out sizes and how many of each come from which unit."""
+    out = {}
+    for layer, dims in graph.dims.items():
+        size_in, size_out = graph.dim_size[layer]
+        src: dict[str, dict[str, int]] = {"in": {}, "out": {}}
+        for side in ("in", "out"):
+            for unit_name, it in dims[side]:
+                src[side][unit_name] = src[side].get(unit_name, 0) + len(it.idxs)
+        out[layer] = LayerDims(layer, size_in, size_out, src["in"], src["out"])
+    return out
