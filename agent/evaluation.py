@@ -161,7 +161,7 @@ class PruningEngine:
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.graph = PruningGraph(task.model, task.example_input())
+        self.graph = PruningGraph(task.model, task.example_input(), ignored_layers=task.ignore_layers)
         self._importance: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
         self._dense: dict[tuple[Any, ...], DenseMetrics] = {}
         self._lock = threading.RLock()

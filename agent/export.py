@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import user_error
+from .outputs import logits_of
 from .storage import atomic_path, atomic_torch_save, atomic_write_bytes, atomic_write_json
 
 __all__ = ["EXPORT_FORMATS", "DEFAULT_FORMATS", "ExportCheckError", "ExportReport", "export_model", "check_formats",
@@ -73,7 +74,7 @@ def _compare(run: Callable[[torch.Tensor], np.ndarray], model: nn.Module, inputs
     worst = 0.0
     with torch.no_grad():
         for x in inputs:
-            ref = model(x).numpy()
+            ref = logits_of(model(x)).numpy()
             got = np.asarray(run(x))
             if got.shape != ref.shape:
                 raise ExportCheckError(f"{what}: output shape {got.shape} differs from PyTorch's {ref.shape}")

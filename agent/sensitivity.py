@@ -97,7 +97,7 @@ class SensitivityProfile:
 
 def _cache_key(task: Task, ratios: Sequence[float], importance: str, settings: EvalSettings) -> str:
     payload = json.dumps({
-        "task": task.fingerprint, "ratios": list(ratios), "importance": importance,
+        "task": task.fingerprint, "ignore": list(task.ignore_layers), "ratios": list(ratios), "importance": importance,
         "settings": dataclasses.asdict(settings), "torch": torch.__version__, "v": 1,
     }, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]

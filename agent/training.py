@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .outputs import logits_of
+
 __all__ = [
     "TrainConfig", "train_steps", "accuracy", "infinite_batches", "recalibrate_batchnorm", "NonFiniteLossError",
 ]
@@ -111,11 +113,11 @@ def train_steps(
         for step in range(1, config.steps + 1):
             x, y = next(batches)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)
+            logits = logits_of(model(x))
             loss = F.cross_entropy(logits, y)
             if use_kd:
                 with torch.no_grad():
-                    t_logits = teacher(x)
+                    t_logits = logits_of(teacher(x))
                 t = config.kd_temperature
                 kd = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean") * t * t
                 loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
@@ -160,7 +162,7 @@ def accuracy(model: nn.Module, dataset: Dataset, *, device: torch.device | str =
         dataset = torch.utils.data.Subset(dataset, range(limit))
     correct, total = 0, 0
     for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        pred = model(x.to(device)).argmax(1)
+        pred = logits_of(model(x.to(device))).argmax(1)
         correct += (pred.cpu() == y).sum().item()
         total += len(y)
     return 100.0 * correct / max(total, 1)

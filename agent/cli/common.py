@@ -22,6 +22,10 @@ def ratio_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.1,0.5, got {text!r}") from None
 
 
+def _patterns(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
 def add_task_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = False) -> None:
     """Model / dataset / checkpoint options."""
     g = p.add_argument_group("task")
@@ -37,6 +41,9 @@ def add_task_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Fal
     g.add_argument("--train-epochs", type=int, default=15, help="epochs when a dense baseline must be trained")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow unpickling a checkpoint that is more than tensors (only for trusted files)")
+    g.add_argument("--ignore-layers", type=_patterns, default=(), metavar="PATTERN,...",
+                   help="layers to keep whole: names from model.named_modules() or globs, e.g. 'features.0,layer4.*' "
+                   "(a container name covers its layers)")
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -76,7 +83,8 @@ def task_from_args(args: argparse.Namespace, *, progress: bool) -> Task:
     """Build the task an invocation works on."""
     return build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,
                       download=args.download, data_seed=args.data_seed, train_epochs=args.train_epochs,
-                      trust_checkpoint=args.trust_checkpoint, progress=progress)
+                      trust_checkpoint=args.trust_checkpoint, progress=progress,
+                      ignore_layers=getattr(args, "ignore_layers", ()))
 
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:

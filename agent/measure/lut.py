@@ -175,8 +175,9 @@ def _grid(size: int | None, controlled: bool, grid: Sequence[float], round_to: i
     return sorted({max(1, round(size * f)) / size for f in grid} | {1.0})
 
 
-def _signature(model: nn.Module, input_shape: Sequence[int]) -> str:
-    return hashlib.sha1((repr(model) + repr(tuple(input_shape))).encode()).hexdigest()[:12]
+def _signature(graph: PruningGraph, input_shape: Sequence[int]) -> str:
+    """Architecture, input shape and which units there are (layers kept whole change the table)."""
+    return hashlib.sha1((repr(graph.model) + repr(tuple(input_shape)) + repr(graph.unit_names())).encode()).hexdigest()[:12]
 
 
 def build_latency_table(
@@ -208,7 +209,7 @@ def build_latency_table(
         The table.
     """
     device = torch.device(config.device)
-    key_src = json.dumps({"sig": _signature(graph.model, input_shape), "device": str(device),
+    key_src = json.dumps({"sig": _signature(graph, input_shape), "device": str(device),
                           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
                           "batch": config.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "v": 2}, sort_keys=True)

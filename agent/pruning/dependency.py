@@ -11,7 +11,8 @@ Torch-Pruning's own graph, built by its own ``build_dependency``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -19,13 +20,23 @@ import torch_pruning as tp
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["DependencyBuild", "build_dependency", "group_barrier"]
+__all__ = ["DependencyBuild", "MappingRunaway", "build_dependency", "group_barrier", "tolerant_mappings"]
 
 _MAPPING_STEPS = (
     "update_concat_index_mapping", "update_split_index_mapping", "update_reshape_index_mapping",
     "update_unbind_index_mapping", "update_expand_index_mapping", "update_slice_index_mapping",
 )
 """Torch-Pruning's per-op index-mapping routines (``torch_pruning.dependency.index_mapping``)."""
+
+MAX_MAPPED_INDICES = 250_000
+"""A flatten mapping that yields more indices than this is running away (a channels-last reshape misread as a
+channels-first flatten multiplies indices on every pass); the group it belongs to is kept whole. A real flatten
+of a conv map into a linear layer (VGG: 512 x 7 x 7) stays far below it."""
+
+
+class MappingRunaway(RuntimeError):
+    """Torch-Pruning's index mapping expanded past :data:`MAX_MAPPED_INDICES`."""
+
 
 _RESHAPES = (torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.unflatten, torch.unflatten)
 
@@ -55,17 +66,37 @@ class _ReshapeShapes(TorchFunctionMode):
         return out
 
 
-def _splits_channels(shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> bool:
-    """Whether a reshape of a channels-first tensor splits its channel axis into two axes."""
-    if len(shape_in) < 3 or len(shape_out) <= len(shape_in):
-        return False
-    c = shape_in[1]
-    return shape_out[1] not in (1, c) and shape_out[1] * shape_out[2] == c
+def _reshape_barrier(shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> str | None:
+    """Why Torch-Pruning's mapping can't follow channels through this reshape, or None where it can.
+
+    It can follow a reshape that keeps axis 1, and a channels-first flatten (``[B, C, *S] -> [B, C * prod(S)]``,
+    a conv feature map into a linear layer) or its inverse. A reshape that splits axis 1 into two (a channel
+    shuffle, a window partition of a channels-last map) permutes channels in ways its mapping can't express.
+    """
+    if len(shape_in) < 2 or len(shape_out) < 2 or shape_in[1] == shape_out[1]:
+        return None
+    if len(shape_out) == 2 and len(shape_in) > 2 and shape_out[1] == math.prod(shape_in[1:]):
+        return None
+    if len(shape_in) == 2 and len(shape_out) > 2 and shape_in[1] == math.prod(shape_out[1:]):
+        return None
+    what = "splits axis 1" if len(shape_out) > len(shape_in) else "regroups axis 1"
+    return f"reshape {list(shape_in)} -> {list(shape_out)} {what}"
 
 
 @contextlib.contextmanager
-def _guarded_mapping(failed: dict[object, str]) -> Iterator[None]:
-    """Run Torch-Pruning's index-mapping routines so that one that raises marks its op instead of aborting."""
+def tolerant_mappings(failed: dict[object, str] | None = None,
+                      skip: Callable[[object], str | None] | None = None) -> Iterator[None]:
+    """Run Torch-Pruning's index-mapping routines so that one that raises marks its op instead of aborting.
+
+    Torch-Pruning re-runs them whenever it forms a group (``get_all_groups``, its pruners' ``step``), so every
+    such call on a model with barriers goes inside this context.
+
+    Args:
+        failed: Filled with op object -> reason for each routine that raised or was skipped.
+        skip: ``skip(node)`` -> a reason to leave that node's mapping out (a known barrier), or None. A mapping
+            through a channel split can expand into millions of indices, so barriers are never mapped.
+    """
+    failed = {} if failed is None else failed
     steps = tp.dependency.index_mapping
     saved = {name: getattr(steps, name) for name in _MAPPING_STEPS if hasattr(steps, name)}
 
@@ -73,6 +104,10 @@ def _guarded_mapping(failed: dict[object, str]) -> Iterator[None]:
         original = saved[name]
 
         def run(graph: tp.DependencyGraph, node: object) -> None:
+            reason = skip(node) if skip is not None else None
+            if reason is not None:
+                failed[node.module] = reason
+                return
             try:
                 original(graph, node)
             except Exception as exc:  # noqa: BLE001 - the op becomes a barrier, the rest of the graph stands
@@ -80,13 +115,26 @@ def _guarded_mapping(failed: dict[object, str]) -> Iterator[None]:
 
         return run
 
+    flatten = getattr(steps, "_FlattenIndexMapping", None)
+    flatten_call = flatten.__call__ if flatten is not None else None
+
+    def bounded(mapping: object, idxs: list) -> list:
+        out = flatten_call(mapping, idxs)
+        if len(out) > MAX_MAPPED_INDICES:
+            raise MappingRunaway(f"a flatten mapping expanded {len(idxs)} channel indices to {len(out)}")
+        return out
+
     for name in saved:
         setattr(steps, name, guard(name))
+    if flatten is not None:
+        flatten.__call__ = bounded
     try:
         yield
     finally:
         for name, fn in saved.items():
             setattr(steps, name, fn)
+        if flatten is not None:
+            flatten.__call__ = flatten_call
 
 
 def build_dependency(model: nn.Module, example_input: torch.Tensor, *,
@@ -103,15 +151,15 @@ def build_dependency(model: nn.Module, example_input: torch.Tensor, *,
     """
     failed: dict[object, str] = {}
     recorder = _ReshapeShapes()
-    with _guarded_mapping(failed), recorder:
+
+    def channel_split(node: object) -> str | None:
+        shapes = recorder.shapes.get(node.grad_fn)
+        return _reshape_barrier(*shapes) if node.type == tp.ops.OPTYPE.RESHAPE and shapes else None
+
+    with tolerant_mappings(failed, skip=channel_split), recorder:
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input,
                                                    customized_pruners=customized_pruners, verbose=False)
-    barriers = dict(failed)
-    for node in dg.module2node.values():
-        shapes = recorder.shapes.get(node.grad_fn)
-        if node.type == tp.ops.OPTYPE.RESHAPE and shapes and _splits_channels(*shapes):
-            barriers.setdefault(node.module, f"reshape {list(shapes[0])} -> {list(shapes[1])} splits the channels")
-    return DependencyBuild(dg, barriers)
+    return DependencyBuild(dg, failed)
 
 
 def group_barrier(group: tp.dependency.Group, barriers: dict[object, str]) -> str | None:

@@ -17,7 +17,7 @@ import copy
 import fnmatch
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import user_error
 from .costs import is_depthwise, layer_dims, predict_cost
-from .dependency import build_dependency, group_barrier
+from .dependency import build_dependency, group_barrier, tolerant_mappings
 from .tracing import PRUNABLE_TYPES, trace_layers
 from .units import LayerDims, PrunableUnit
 
@@ -103,12 +103,7 @@ class PruningGraph:
         for name in sorted(self.user_ignored):
             self.kept_whole[name] = "kept whole by --ignore-layers"
         described = []
-        for group in self.dg.get_all_groups(ignored_layers=[self.modules[n] for n in ignored_names],
-                                            root_module_types=list(PRUNABLE_TYPES)):
-            root = group[0].dep.target.module
-            n = self.dg.get_out_channels(root)
-            if n is None or n < 2:
-                continue
+        for root, group in self._all_groups({self.modules[n] for n in ignored_names}):
             reason = group_barrier(group, self.barriers)
             if reason is not None:
                 self.kept_whole[self.name_of[root]] = f"Torch-Pruning can't follow its channels ({reason})"
@@ -142,6 +137,30 @@ class PruningGraph:
             self.drop_units(set(blocked))
 
     # ------------------------------------------------------------------ analysis
+    def _all_groups(self, ignored: set[nn.Module]) -> Iterator[tuple[nn.Module, tp.dependency.Group]]:
+        """Torch-Pruning's groups rooted at conv / linear layers (as ``get_all_groups``), one failure at a time.
+
+        A group Torch-Pruning can't form (its index mapping raises) is kept whole and recorded; the others stand.
+        """
+        visited: set[nn.Module] = set()
+        for m in list(self.dg.module2node):
+            if m in ignored or m in visited or not isinstance(m, PRUNABLE_TYPES) or m in self.dg.IGNORED_LAYERS_IN_TRACING:
+                continue
+            pruner = self.dg.get_pruner_of_module(m)
+            n = pruner.get_out_channels(m) if pruner is not None else None
+            if n is None or n < 2:
+                continue
+            try:
+                with tolerant_mappings(skip=lambda node: self.barriers.get(node.module)):
+                    group = self.dg.get_pruning_group(m, pruner.prune_out_channels, list(range(n)))
+            except Exception as exc:  # noqa: BLE001 - this group is kept whole, the search goes on
+                self.kept_whole[self.name_of[m]] = f"Torch-Pruning can't form its group ({type(exc).__name__}: {exc})"
+                continue
+            outs = {it.dep.target.module for it in group if self.dg.is_out_channel_pruning_fn(it.dep.handler)}
+            visited |= outs
+            if not outs & ignored:
+                yield m, group
+
     def _index_units(self) -> None:
         for idx, unit in enumerate(self.units):
             unit.index = idx

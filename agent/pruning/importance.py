@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import user_error
+from ..outputs import logits_of
 from ..training import infinite_batches
 from .graph import PruningGraph
 
@@ -84,7 +85,7 @@ def _taylor(graph: PruningGraph, data: Dataset | None, batches: int, seed: int,
             it = infinite_batches(data, 64, seed)
             for _ in range(batches):
                 x, y = next(it)
-                F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+                F.cross_entropy(logits_of(model(x.to(device))), y.to(device)).backward()
             imp = tp.importance.TaylorImportance()
             return {name: imp(group).cpu() for name, group in graph.groups.items()}
     finally:

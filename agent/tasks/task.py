@@ -59,6 +59,8 @@ class Task:
     """Free-form metadata from the checkpoint (training settings, dense accuracy)."""
     checkpoint_path: str | None = None
     """Where the dense checkpoint lives, if on disk."""
+    ignore_layers: tuple[str, ...] = ()
+    """Names or glob patterns of layers kept whole (never pruned); a container name covers its layers."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -241,7 +243,7 @@ def default_dense_checkpoint(spec: TaskSpec, *, epochs: int = 15, seed: int = 0)
 def build_task(*, model: str | None = None, dataset: str | None = None, checkpoint: str | None = None,
                data_root: str | None = None, download: bool = False, data_seed: int = 0,
                train_epochs: int = 15, seed: int = 0, trust_checkpoint: bool = False,
-               progress: bool = False, data: DataSplits | None = None) -> Task:
+               progress: bool = False, data: DataSplits | None = None, ignore_layers: tuple[str, ...] = ()) -> Task:
     """The task a search runs on: from ``checkpoint`` if given, else a cached (or freshly trained) baseline.
 
     Args:
@@ -256,10 +258,21 @@ def build_task(*, model: str | None = None, dataset: str | None = None, checkpoi
         trust_checkpoint: Allow full unpickling of ``checkpoint``.
         progress: Show a progress bar while training.
         data: Already loaded splits of ``dataset`` (loaded here if omitted).
+        ignore_layers: Names or glob patterns of layers to keep whole (see :attr:`Task.ignore_layers`).
 
     Returns:
         The task.
     """
+    task = _build_task(model=model, dataset=dataset, checkpoint=checkpoint, data_root=data_root, download=download,
+                       data_seed=data_seed, train_epochs=train_epochs, seed=seed, trust_checkpoint=trust_checkpoint,
+                       progress=progress, data=data)
+    task.ignore_layers = tuple(ignore_layers)
+    return task
+
+
+def _build_task(*, model: str | None, dataset: str | None, checkpoint: str | None, data_root: str | None,
+                download: bool, data_seed: int, train_epochs: int, seed: int, trust_checkpoint: bool,
+                progress: bool, data: DataSplits | None) -> Task:
     if checkpoint is not None:
         return load_task(checkpoint, model=model, dataset=dataset,
                          data_seed=data_seed, data_root=data_root, download=download,
