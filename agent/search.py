@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .advice import constraint_gaps, next_flags
 from .artifacts import save_pruned_model
 from .constraints import Constraints
 from .errors import SearchFailedError, UserInputError, user_error
 from .evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
 from .finetune import FinalTuneConfig, default_finetune_lr, finetune_model
+from .policy_file import write_policy_file
 from .results import ResultLog
 from .searchers.base import get_searcher
 from .session import SearchConfig, SearchSession
@@ -132,6 +134,9 @@ def _ranked_candidates(session: SearchSession) -> list[EvalResult]:
     return ranked
 
 
+CLOSEST_POLICY = "closest_policy.json"
+"""Written instead of ``best_policy.json`` when nothing was feasible: the closest policy (``feasible: false``)."""
+
 CONFIRM_ROUNDS = 3
 """Latency timing rounds when the chosen policy is confirmed (the fastest round counts)."""
 
@@ -174,8 +179,15 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
     summary["confirmation"] = confirmed
     if chosen is None:
         closest = min(ok, key=lambda r: (len(r.reason.split(";")) if r.reason else 0, -r.accuracy))
-        summary.update(feasible=False, best=None, closest=_result_dict(closest),
-                       closest_policy=closest.policy.to_dict())
+        closest_dict = _result_dict(closest)
+        write_policy_file(out_dir / CLOSEST_POLICY, policy=closest.policy, metrics=closest_dict,
+                          settings=session.settings, overrides=closest.settings_overrides, feasible=False)
+        summary.update(feasible=False, best=None, closest=closest_dict, closest_policy=closest.policy.to_dict(),
+                       gaps=constraint_gaps(closest_dict, session.constraints),
+                       advice=next_flags(closest_dict, session.constraints,
+                                         finetune_steps=session.settings.finetune_steps,
+                                         max_ratio=session.config.max_ratio),
+                       outputs=["results.csv", CLOSEST_POLICY, "summary.json"])
         atomic_write_json(out_dir / "summary.json", summary)
         return SearchOutcome(None, summary, out_dir)
     engine = get_engine(task)
@@ -207,7 +219,8 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
     policy = chosen.policy.to_dict()
     save_pruned_model(out_dir / "pruned_model.pt", task=task, model=model, removed=removed, policy=policy,
                       metrics={**best, "final": final_metrics})
-    atomic_write_json(out_dir / "best_policy.json", {"policy": policy, "metrics": best, "final": final_metrics})
+    write_policy_file(out_dir / "best_policy.json", policy=chosen.policy, metrics=best, settings=session.settings,
+                      overrides=chosen.settings_overrides, feasible=True, final=final_metrics)
     summary.update(feasible=True, best=best, best_policy=policy, final=final_metrics,
                    outputs=["results.csv", "best_policy.json", "pruned_model.pt", "summary.json"])
     atomic_write_json(out_dir / "summary.json", summary)
