@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,7 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
     searcher_cls = get_searcher(config.method)
     searcher_cls.check(config=config, settings=settings, constraints=constraints,
                        unit_names=get_engine(task).graph.unit_names())
+    fresh = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
     _write_run_config(out, task=task, constraints=constraints, settings=settings, config=config, resume=resume)
     if latency_model and settings.measure_latency:
@@ -281,6 +283,10 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
     searcher = searcher_cls()
     try:
         searcher.run(session)
+    except UserInputError:
+        if fresh and session.trials_done == 0:  # bad input found late (e.g. no cluster): leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         session.close()
     if session._sensitivity is not None:  # the profile a guided searcher used, for `prunepilot report`
