@@ -88,6 +88,9 @@ def check_output_dir(out_dir: str | os.PathLike[str], *, resume: bool, overwrite
                          "pass --resume to continue it, --overwrite to start over, or another --out")
     if resume and overwrite:
         raise user_error("--resume and --overwrite conflict, got both for", str(out), "pass only one of them")
+    if resume and not (out / "results.csv").exists():
+        raise user_error("--resume found no search to continue (no results.csv) in", str(out),
+                         "check the --out path, or drop --resume to start a new search there")
     probe_dir = out
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
@@ -279,7 +282,8 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
         get_engine(task).latency_model = None
     log = ResultLog.open(out / "results.csv", resume=resume)
     session = SearchSession(task=task, constraints=constraints, settings=settings, config=config, log=log,
-                            progress=progress, output_dir=out)
+                            progress=progress, output_dir=out,
+                            planned=searcher_cls.planned_evaluations(config=config, constraints=constraints))
     searcher = searcher_cls()
     try:
         searcher.run(session)
