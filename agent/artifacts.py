@@ -52,6 +52,8 @@ def save_pruned_model(path: str | Path, *, task: Task, model: nn.Module, removed
         "removed": {k: [int(i) for i in v] for k, v in removed.items()},
         "policy": policy,
         "metrics": metrics or {},
+        "dense_checkpoint": task.checkpoint_path,
+        "task_fingerprint": task.fingerprint,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     atomic_torch_save(path, payload)
@@ -78,6 +80,10 @@ class PrunedArtifact:
     """Per-sample input shape."""
     num_classes: int
     """Number of classes."""
+    dense_checkpoint: str | None = None
+    """Where the dense checkpoint it was cut from lived when it was saved (None in older files)."""
+    task_fingerprint: str | None = None
+    """Fingerprint of that dense task (None in older files)."""
 
 
 def load_pruned_model(path: str | Path) -> nn.Module:
@@ -118,4 +124,5 @@ def read_pruned_artifact(path: str | Path) -> PrunedArtifact:
     model = graph.apply(removed)
     model.load_state_dict(payload["state_dict"])
     return PrunedArtifact(model.eval(), removed, dict(payload.get("policy") or {}), dict(payload.get("metrics") or {}),
-                          payload["model"], payload["dataset"], shape, int(payload["num_classes"]))
+                          payload["model"], payload["dataset"], shape, int(payload["num_classes"]),
+                          payload.get("dense_checkpoint"), payload.get("task_fingerprint"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from torch import nn
 
 from .errors import user_error
 from .outputs import logits_of
-from .storage import atomic_path, atomic_torch_save, atomic_write_bytes, atomic_write_json
+from .storage import atomic_torch_save, atomic_write_bytes, atomic_write_json
 
 __all__ = ["EXPORT_FORMATS", "DEFAULT_FORMATS", "ExportCheckError", "ExportReport", "export_model", "check_formats",
            "FILE_NAMES"]
@@ -30,9 +32,9 @@ EXPORT_FORMATS = ("torchscript", "onnx", "export", "state")
 """``torchscript`` (torch.jit), ``onnx``, ``export`` (torch.export ``.pt2``), ``state`` (tensors-only state dict)."""
 DEFAULT_FORMATS = ("torchscript", "onnx", "state")
 """Formats written when none are named."""
-FILE_NAMES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx", "export": "model.pt2",
-              "state": "state_dict.pt"}
-"""File name of each format in the output directory."""
+FILE_NAMES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx", "onnx_data": "model.onnx.data",
+              "export": "model.pt2", "state": "state_dict.pt"}
+"""File name of each format in the output directory (``onnx_data``: the ONNX weights, beside ``model.onnx``)."""
 
 
 class ExportCheckError(RuntimeError):
@@ -123,15 +125,32 @@ def _onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None
     if opset is not None:
         kwargs["opset_version"] = opset
     how = "dynamo"
-    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    data_name = FILE_NAMES["onnx_data"]
+    # export into a private temp folder, re-save the weights under their final name (the name is baked into the
+    # .onnx file), then move both into place: the folder travels, and no temp name leaks into the graph
+    with tempfile.TemporaryDirectory(prefix=".onnx-", dir=path.parent) as tmp_dir, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
+        raw = Path(tmp_dir) / "raw" / path.name
+        raw.parent.mkdir()
         try:
-            torch.onnx.export(model, (sample,), str(tmp), dynamo=True, verbose=False,
+            torch.onnx.export(model, (sample,), str(raw), dynamo=True, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), **kwargs)
         except Exception:  # noqa: BLE001 - any dynamo failure: try the classic exporter
             how = "torchscript-based"
-            torch.onnx.export(model, (sample,), str(tmp), dynamo=False,
+            torch.onnx.export(model, (sample,), str(raw), dynamo=False,
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **kwargs)
+        proto = onnx.load(str(raw))  # external data (if any) read in
+        staged = Path(tmp_dir) / path.name
+        onnx.save_model(proto, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name)  # tensors under 1 KiB (shapes, scalars) stay inline
+        (path.parent / data_name).unlink(missing_ok=True)  # no stale weights of an earlier export
+        for name in (data_name, path.name):  # weights first: a visible model.onnx always finds its data
+            if not (Path(tmp_dir) / name).exists():  # a model without a tensor over 1 KiB has no data file
+                continue
+            with open(Path(tmp_dir) / name, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(Path(tmp_dir) / name, path.parent / name)
     onnx.checker.check_model(str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -183,6 +202,8 @@ def export_model(model: nn.Module, *, example_input: torch.Tensor, out_dir: str 
             run, how = _onnx(model, example, path, opset)
             how = f"torch.onnx.export ({how}), checked with onnxruntime"
         report.files[fmt] = str(path)
+        if fmt == "onnx" and (out / FILE_NAMES["onnx_data"]).exists():
+            report.files["onnx_data"] = str(out / FILE_NAMES["onnx_data"])
         report.notes[fmt] = how
         report.max_abs_diff[fmt] = _compare(run, model, inputs, f"{fmt} export {path.name}", atol)
     for name, obj in (extra_files or {}).items():

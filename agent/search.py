@@ -10,16 +10,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .advice import constraint_gaps, next_flags
 from .artifacts import save_pruned_model
 from .constraints import Constraints
 from .errors import SearchFailedError, UserInputError, user_error
 from .evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
 from .finetune import FinalTuneConfig, default_finetune_lr, finetune_model
+from .policy_file import write_policy_file
 from .results import ResultLog
 from .searchers.base import get_searcher
 from .session import SearchConfig, SearchSession
@@ -85,6 +88,9 @@ def check_output_dir(out_dir: str | os.PathLike[str], *, resume: bool, overwrite
                          "pass --resume to continue it, --overwrite to start over, or another --out")
     if resume and overwrite:
         raise user_error("--resume and --overwrite conflict, got both for", str(out), "pass only one of them")
+    if resume and not (out / "results.csv").exists():
+        raise user_error("--resume found no search to continue (no results.csv) in", str(out),
+                         "check the --out path, or drop --resume to start a new search there")
     probe_dir = out
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
@@ -132,6 +138,9 @@ def _ranked_candidates(session: SearchSession) -> list[EvalResult]:
     return ranked
 
 
+CLOSEST_POLICY = "closest_policy.json"
+"""Written instead of ``best_policy.json`` when nothing was feasible: the closest policy (``feasible: false``)."""
+
 CONFIRM_ROUNDS = 3
 """Latency timing rounds when the chosen policy is confirmed (the fastest round counts)."""
 
@@ -174,8 +183,15 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
     summary["confirmation"] = confirmed
     if chosen is None:
         closest = min(ok, key=lambda r: (len(r.reason.split(";")) if r.reason else 0, -r.accuracy))
-        summary.update(feasible=False, best=None, closest=_result_dict(closest),
-                       closest_policy=closest.policy.to_dict())
+        closest_dict = _result_dict(closest)
+        write_policy_file(out_dir / CLOSEST_POLICY, policy=closest.policy, metrics=closest_dict,
+                          settings=session.settings, overrides=closest.settings_overrides, feasible=False)
+        summary.update(feasible=False, best=None, closest=closest_dict, closest_policy=closest.policy.to_dict(),
+                       gaps=constraint_gaps(closest_dict, session.constraints),
+                       advice=next_flags(closest_dict, session.constraints,
+                                         finetune_steps=session.settings.finetune_steps,
+                                         max_ratio=session.config.max_ratio),
+                       outputs=["results.csv", CLOSEST_POLICY, "summary.json"])
         atomic_write_json(out_dir / "summary.json", summary)
         return SearchOutcome(None, summary, out_dir)
     engine = get_engine(task)
@@ -207,7 +223,8 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
     policy = chosen.policy.to_dict()
     save_pruned_model(out_dir / "pruned_model.pt", task=task, model=model, removed=removed, policy=policy,
                       metrics={**best, "final": final_metrics})
-    atomic_write_json(out_dir / "best_policy.json", {"policy": policy, "metrics": best, "final": final_metrics})
+    write_policy_file(out_dir / "best_policy.json", policy=chosen.policy, metrics=best, settings=session.settings,
+                      overrides=chosen.settings_overrides, feasible=True, final=final_metrics)
     summary.update(feasible=True, best=best, best_policy=policy, final=final_metrics,
                    outputs=["results.csv", "best_policy.json", "pruned_model.pt", "summary.json"])
     atomic_write_json(out_dir / "summary.json", summary)
@@ -256,6 +273,7 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
     searcher_cls = get_searcher(config.method)
     searcher_cls.check(config=config, settings=settings, constraints=constraints,
                        unit_names=get_engine(task).graph.unit_names())
+    fresh = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
     _write_run_config(out, task=task, constraints=constraints, settings=settings, config=config, resume=resume)
     if latency_model and settings.measure_latency:
@@ -264,10 +282,15 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
         get_engine(task).latency_model = None
     log = ResultLog.open(out / "results.csv", resume=resume)
     session = SearchSession(task=task, constraints=constraints, settings=settings, config=config, log=log,
-                            progress=progress, output_dir=out)
+                            progress=progress, output_dir=out,
+                            planned=searcher_cls.planned_evaluations(config=config, constraints=constraints))
     searcher = searcher_cls()
     try:
         searcher.run(session)
+    except UserInputError:
+        if fresh and session.trials_done == 0:  # bad input found late (e.g. no cluster): leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         session.close()
     if session._sensitivity is not None:  # the profile a guided searcher used, for `prunepilot report`

@@ -127,10 +127,12 @@ class SearchSession:
         log: Where results are persisted (already opened, possibly with resumed rows).
         progress: Show a progress bar.
         output_dir: The search's output directory (searchers put their own artefacts there).
+        planned: Evaluations the searcher plans (the progress bar's length; default the trial budget).
     """
 
     def __init__(self, *, task: Task, constraints: Constraints, settings: EvalSettings, config: SearchConfig,
-                 log: ResultLog, progress: bool = False, output_dir: Path | None = None) -> None:
+                 log: ResultLog, progress: bool = False, output_dir: Path | None = None,
+                 planned: int | None = None) -> None:
         self.task = task
         self.output_dir = output_dir if output_dir is not None else log.path.parent
         self.constraints = constraints
@@ -149,7 +151,8 @@ class SearchSession:
         if progress:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=config.trials, initial=min(self.resumed, config.trials), unit="eval",
+            total = max(1, min(config.trials, planned or config.trials))
+            self._bar = tqdm(total=total, initial=min(self.resumed, total), unit="eval",
                              desc=f"search[{config.method}]", dynamic_ncols=True)
         self._sensitivity: SensitivityProfile | None = None
 

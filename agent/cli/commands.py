@@ -17,6 +17,7 @@ from .common import (
     add_task_args,
     check_task_args,
     constraints_from_args,
+    given_eval_flags,
     ratio_list,
     settings_from_args,
     task_from_args,
@@ -130,35 +131,48 @@ def _register_sensitivity(sub: SubParsers) -> None:
 # ---------------------------------------------------------------- evaluate
 def _evaluate(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_policy, get_engine
-    from ..policy import Policy
+    from ..policy_file import EVALUATION_FIELDS, apply_evaluation, read_policy_file
 
     check_task_args(args)
-    policy = Policy.load(args.policy)
-    settings = settings_from_args(args)
+    pfile = read_policy_file(args.policy)
+    settings = apply_evaluation(settings_from_args(args), pfile.evaluation, keep=given_eval_flags(args))
     constraints = constraints_from_args(args)
     task = task_from_args(args, progress=not args.quiet)
-    policy.validate(get_engine(task).graph.unit_names())
-    res = evaluate_policy(task, policy, settings=settings, constraints=constraints)
+    pfile.policy.validate(get_engine(task).graph.unit_names())
+    res = evaluate_policy(task, pfile.policy, settings=settings, constraints=constraints)
+    stated = constraints.has_cost_target or constraints.max_acc_drop is not None
     if args.json:
         from ..search import _result_dict
 
-        print(json.dumps(_result_dict(res), indent=2, default=str))
+        record = _result_dict(res)
+        if not stated:
+            record["feasible"], record["reason"] = None, "no constraint given"
+        record["evaluation"] = {k: getattr(settings, k) for k in EVALUATION_FIELDS}
+        print(json.dumps(record, indent=2, default=str))
+        return 0
+    recorded = pfile.metrics.get("accuracy")
+    rows = [("accuracy", f"{res.accuracy:.2f}% (dense {res.dense_accuracy:.2f}%)"
+             + (f"; recorded in the policy file: {float(recorded):.2f}%" if recorded is not None else "")),
+            ("FLOPs ratio", f"{res.flops_ratio:.3f}"), ("params ratio", f"{res.params_ratio:.3f}"),
+            ("latency", f"{res.latency_ms or float('nan'):.3f} ms ({res.latency_ratio or float('nan'):.3f}x)"),
+            ("scored with", f"finetune_steps={settings.finetune_steps}, finetune_lr={settings.finetune_lr:g}, "
+                            f"seed={settings.seed}" + (" (the policy file's settings)" if pfile.evaluation else ""))]
+    if stated:
+        rows.append(("constraints", "met" if res.feasible else f"not met: {res.reason}"))
     else:
-        print_table("evaluation", [("accuracy", f"{res.accuracy:.2f}% (dense {res.dense_accuracy:.2f}%)"),
-                                   ("FLOPs ratio", f"{res.flops_ratio:.3f}"), ("params ratio", f"{res.params_ratio:.3f}"),
-                                   ("latency", f"{res.latency_ms or float('nan'):.3f} ms "
-                                               f"({res.latency_ratio or float('nan'):.3f}x)"),
-                                   ("feasible", f"{res.feasible} {res.reason}")])
+        rows.append(("constraints", "none given (pass --flops-target / --max-acc-drop ... to check them)"))
+    print_table("evaluation", rows)
     return 0
 
 
 def _register_evaluate(sub: SubParsers) -> None:
-    p = sub.add_parser("evaluate", help="evaluate one policy JSON file")
+    p = sub.add_parser("evaluate", help="evaluate one policy JSON file (with the settings it was scored with)")
     add_task_args(p)
     add_eval_args(p)
     add_constraint_args(p)
-    p.add_argument("--policy", required=True, help="policy JSON (e.g. a search's best_policy.json)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policy", required=True, help="policy JSON (e.g. a search's best_policy.json); its "
+                   "'evaluation' settings are used unless a flag overrides them")
+    p.add_argument("--seed", type=int, default=None, help="fine-tune seed (default: the policy file's, else 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
@@ -205,7 +219,7 @@ def _search(args: argparse.Namespace) -> int:
     outcome = run_search(task=task, out_dir=args.out, constraints=constraints, settings=settings, config=config,
                          final=final, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
                          latency_model=not args.no_latency_model)
-    print_search_summary(outcome.summary, out_dir=Path(args.out))
+    print_search_summary(outcome.summary, out_dir=Path(args.out), checkpoint=args.checkpoint)
     return 0 if outcome.best is not None else 1
 
 

@@ -11,7 +11,7 @@ from ..pruning.importance import check_importance
 from ..tasks.task import Task, TaskSpec, build_task
 
 __all__ = ["add_task_args", "add_eval_args", "add_constraint_args", "task_from_args", "settings_from_args",
-           "constraints_from_args", "ratio_list"]
+           "constraints_from_args", "ratio_list", "given_eval_flags"]
 
 
 def ratio_list(text: str) -> list[float]:
@@ -51,9 +51,11 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation")
     g.add_argument("--importance", default="l2", help="channel importance: l1, l2, taylor, bn_scale, activation, "
                    "random, lamp, fpgm")
-    g.add_argument("--finetune-steps", type=int, default=0,
-                   help="short fine-tune steps per candidate (0 = BatchNorm recalibration only)")
-    g.add_argument("--finetune-lr", type=float, default=0.01, help="learning rate of the short fine-tune")
+    g.add_argument("--finetune-steps", type=int, default=None,
+                   help="short fine-tune steps per candidate (default 0 = BatchNorm recalibration only; evaluate: "
+                   "the policy file's)")
+    g.add_argument("--finetune-lr", type=float, default=None,
+                   help="learning rate of the short fine-tune (default 0.01; evaluate: the policy file's)")
     g.add_argument("--eval-limit", type=int, default=None, help="score candidates on the first N val samples")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--latency-batch", type=int, default=64, help="batch size of latency measurements")
@@ -91,9 +93,18 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     """Evaluation settings from the parsed arguments (validated)."""
     check_importance(args.importance)
     device = str(resolve_device(args.device))
-    return EvalSettings(finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr, eval_limit=args.eval_limit,
-                        device=device, latency=LatencyConfig(batch_size=args.latency_batch, device=device),
-                        measure_latency=not args.no_latency, seed=getattr(args, "seed", 0))
+    given = {k: v for k, v in (("finetune_steps", args.finetune_steps), ("finetune_lr", args.finetune_lr),
+                                ("seed", getattr(args, "seed", None))) if v is not None}
+    return EvalSettings(eval_limit=args.eval_limit, device=device,
+                        latency=LatencyConfig(batch_size=args.latency_batch, device=device),
+                        measure_latency=not args.no_latency, **given)
+
+
+def given_eval_flags(args: argparse.Namespace) -> frozenset[str]:
+    """``EvalSettings`` fields set by an explicit flag (they override a policy file's evaluation settings)."""
+    flags = {"finetune_steps": args.finetune_steps, "finetune_lr": args.finetune_lr, "eval_limit": args.eval_limit,
+             "seed": getattr(args, "seed", None)}
+    return frozenset(k for k, v in flags.items() if v is not None)
 
 
 def constraints_from_args(args: argparse.Namespace, *, default_flops: float | None = None) -> Constraints:

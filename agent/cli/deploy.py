@@ -28,24 +28,47 @@ def _out_dir(path: str, *, not_same_as: Path | None = None) -> Path:
     return out
 
 
+def _expected_fingerprint(art: Any, pruned_path: Path) -> str | None:
+    """The dense task's fingerprint recorded in the pruned file, else in the search's side files."""
+    if art.task_fingerprint:
+        return art.task_fingerprint
+    for name in ("summary.json", "run_config.json"):
+        side = pruned_path.parent / name
+        if side.is_file():
+            return json.loads(side.read_text()).get("task_fingerprint")
+    return None
+
+
 def _task_for_artifact(args: argparse.Namespace, art: Any, pruned_path: Path, *, progress: bool) -> Any:
-    """The dense task a pruned model came from (``--checkpoint``, else the cached baseline of its spec)."""
+    """The dense task a pruned model came from: ``--checkpoint``, else the one recorded in the pruned file.
+
+    Without ``--checkpoint`` nothing is trained: the recorded dense checkpoint (or the cached baseline of the
+    pruned model's spec) must exist, else the command stops at once naming the file to pass.
+    """
+    expected = _expected_fingerprint(art, pruned_path)
     if args.checkpoint is None:
+        from ..tasks.task import TaskSpec, default_dense_checkpoint
+
         args.model = args.model or art.model_spec
         args.dataset = args.dataset or art.dataset
+        cached = default_dense_checkpoint(TaskSpec(args.model, args.dataset, args.data_seed), epochs=args.train_epochs)
+        if art.dense_checkpoint and Path(art.dense_checkpoint).is_file():
+            args.checkpoint = art.dense_checkpoint
+        elif cached.is_file():
+            args.checkpoint = str(cached)
+        else:
+            recorded = art.dense_checkpoint or "(not recorded in this older file)"
+            raise user_error("the dense model this pruned model was cut from is needed as teacher and baseline, "
+                             "but it is not at", recorded, "pass --checkpoint DENSE.pt (the one the search used)")
     task = task_from_args(args, progress=progress)
     if task.spec.model != art.model_spec or tuple(task.input_shape) != tuple(art.input_shape):
         raise user_error(f"the dense checkpoint is a {task.spec.model!r} on inputs {tuple(task.input_shape)}, but the "
                          "pruned model was cut from", f"{art.model_spec} {tuple(art.input_shape)}",
                          "pass the --checkpoint the search used")
-    for name in ("summary.json", "run_config.json"):
-        side = pruned_path.parent / name
-        if side.is_file():
-            expected = json.loads(side.read_text()).get("task_fingerprint")
-            if expected and expected != task.fingerprint:
-                raise user_error("the dense model differs from the one the pruned model was searched on (fingerprint",
-                                 f"{task.fingerprint} != {expected})", "pass the --checkpoint the search used")
-            break
+    if expected and expected != task.fingerprint:
+        raise user_error(f"the dense model in {args.checkpoint} (fingerprint {task.fingerprint}) differs from the one "
+                         "the pruned model was searched on, fingerprint", expected,
+                         "pass the --checkpoint the search used")
     return task
 
 

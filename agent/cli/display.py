@@ -36,13 +36,18 @@ def _fmt(x: Any, spec: str = ".3f", suffix: str = "") -> str:
         return str(x)
 
 
-def print_search_summary(summary: dict[str, Any], *, out_dir: Path) -> None:
-    """Dense vs pruned table of a finished search."""
+def print_search_summary(summary: dict[str, Any], *, out_dir: Path, checkpoint: str | None = None) -> None:
+    """Dense vs pruned table of a finished search, or, when nothing was feasible, how close it came.
+
+    Args:
+        summary: The content of ``summary.json``.
+        out_dir: The search's output directory.
+        checkpoint: The dense checkpoint searched on (for the ``prunepilot evaluate`` hint).
+    """
     counts = summary.get("counts", {})
     best, dense, final = summary.get("best"), summary.get("dense") or {}, summary.get("final") or {}
     if best is None:
-        print_table(f"{summary.get('method')}: no feasible policy in {counts.get('total', 0)} evaluations",
-                    [("closest", json_short(summary.get("closest")))])
+        _print_infeasible(summary, out_dir=out_dir, checkpoint=checkpoint)
         return
     rows = [
         ("val accuracy (search eval)", _fmt(dense.get("accuracy"), ".2f", "%"), _fmt(best["accuracy"], ".2f", "%")),
@@ -61,9 +66,19 @@ def print_search_summary(summary: dict[str, Any], *, out_dir: Path) -> None:
     print(f"outputs in {out_dir}: results.csv, best_policy.json, pruned_model.pt, summary.json")
 
 
-def json_short(obj: Any) -> str:
-    """A compact one-line rendering of ``obj``."""
-    import json
-
-    text = json.dumps(obj, default=str)
-    return text if len(text) < 200 else text[:197] + "..."
+def _print_infeasible(summary: dict[str, Any], *, out_dir: Path, checkpoint: str | None) -> None:
+    """Plain words: the closest policy's gaps, where it was written, and the flags to try next."""
+    counts = summary.get("counts", {})
+    print(f"{summary.get('method')}: no feasible policy in {counts.get('total', 0)} evaluations "
+          f"({counts.get('failed', 0)} failed). The closest one:")
+    for gap in summary.get("gaps") or []:
+        print(f"  - {gap}")
+    path = out_dir / "closest_policy.json"
+    if path.exists():
+        ckpt = f" --checkpoint {checkpoint}" if checkpoint else ""
+        print(f"closest policy written to {path} (re-score it: prunepilot evaluate{ckpt} --policy {path})")
+    advice = summary.get("advice") or []
+    if advice:
+        print("to find a feasible policy, rerun with one of:")
+        for flag in advice:
+            print(f"  {flag}")

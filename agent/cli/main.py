@@ -54,9 +54,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prunepilot: search failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("prunepilot: interrupted; finished evaluations are in results.csv (rerun with --resume)",
-              file=sys.stderr)
+        print(f"prunepilot: interrupted; {_interrupted_state(args)}", file=sys.stderr)
         return 130
+
+
+def _interrupted_state(args: argparse.Namespace) -> str:
+    """What survives an interrupt: only claims a results.csv that exists and holds evaluations."""
+    from pathlib import Path
+
+    out = getattr(args, "out", None)
+    csv = Path(out) / "results.csv" if out else None
+    if args.command == "search" and csv is not None and csv.is_file():
+        rows = max(0, len(csv.read_text().splitlines()) - 1)
+        if rows:
+            return f"{rows} finished evaluations are in {csv} (rerun with --resume)"
+        return f"no evaluation had finished ({csv} is empty; rerun with --overwrite)"
+    return "nothing was written yet (no evaluation had started)"
 
 
 if __name__ == "__main__":  # pragma: no cover

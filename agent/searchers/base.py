@@ -32,6 +32,12 @@ class Searcher(ABC):
     def run(self, session: SearchSession) -> None:
         """Propose and evaluate policies through ``session`` until done or out of budget."""
 
+    @classmethod
+    def planned_evaluations(cls, *, config: SearchConfig, constraints: Constraints) -> int:
+        """How many evaluations a run will make (the progress bar's length); the trial budget by default."""
+        del constraints
+        return config.trials
+
     def describe(self) -> str:
         """One line for logs and summaries."""
         return self.name

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 import torch_pruning as tp
 
+from ..constraints import Constraints
 from ..errors import UserInputError
 from ..policy import Policy
-from ..session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchSession
+from ..session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession
 from .base import Searcher
 
 __all__ = ["UniformSearcher", "GlobalSearcher", "GreedySearcher", "global_pruning_ratios", "uniform_policy",
@@ -69,6 +70,11 @@ class UniformSearcher(Searcher):
     """The same ratio in every unit, bisected to the smallest ratio that meets the cost targets."""
 
     name = "uniform"
+
+    @classmethod
+    def planned_evaluations(cls, *, config: SearchConfig, constraints: Constraints) -> int:  # noqa: D102
+        # with a cost target the policy is found by cost probes alone and evaluated once
+        return min(config.trials, 1) if constraints.has_cost_target else config.trials
 
     def run(self, session: SearchSession) -> None:  # noqa: D102
         units = session.unit_names
@@ -135,6 +141,11 @@ class GlobalSearcher(Searcher):
 
     name = "global"
 
+    @classmethod
+    def planned_evaluations(cls, *, config: SearchConfig, constraints: Constraints) -> int:  # noqa: D102
+        # with a cost target the policy is found by cost probes alone and evaluated once
+        return min(config.trials, 1) if constraints.has_cost_target else config.trials
+
     def run(self, session: SearchSession) -> None:  # noqa: D102
         memo: dict[float, dict[str, float]] = {}
 
@@ -161,6 +172,12 @@ class GreedySearcher(Searcher):
     """
 
     name = "greedy"
+
+    @classmethod
+    def planned_evaluations(cls, *, config: SearchConfig, constraints: Constraints) -> int:  # noqa: D102
+        # with a cost target the policy is found by cost probes alone and evaluated once
+        backup = constraints.latency_target is not None  # the latency backup policy
+        return min(config.trials, 1 + backup) if constraints.has_cost_target else config.trials
 
     def __init__(self, step: float = 0.05) -> None:
         self.step = step

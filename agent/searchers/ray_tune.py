@@ -26,7 +26,7 @@ from ..session import SearchSession
 from ..tasks.task import Task
 from .base import Searcher
 
-__all__ = ["RayOptions", "RaySearcher", "ray_runtime", "require_ray"]
+__all__ = ["RayOptions", "RaySearcher", "ray_runtime", "require_ray", "resolve_address"]
 
 _NOTE = "ray trial "
 
@@ -91,7 +91,18 @@ def ray_runtime(*, address: str | None, num_cpus: int | None = None, num_gpus: i
     with contextlib.ExitStack() as stack:
         if not ray.is_initialized():
             if address:
-                ray.init(address=address, log_to_driver=False)
+                resolved = resolve_address(address)
+                kwargs: dict[str, Any] = {}
+                if _is_loopback(resolved):  # a loopback cluster: stay on loopback (no outward-IP rewrite)
+                    stack.enter_context(_loopback_only())
+                    kwargs["_node_ip_address"] = "127.0.0.1"
+                try:
+                    ray.init(address=resolved, log_to_driver=False, **kwargs)
+                except (ConnectionError, RuntimeError) as exc:
+                    raise UserInputError(f"cannot join the Ray cluster at --address {address} ({resolved}): "
+                                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                                         "check the cluster is up, or drop --address for a private local Ray"
+                                         ) from None
             else:
                 stack.enter_context(_loopback_only())
                 ray.init(**_local_init_kwargs(num_cpus=num_cpus, num_gpus=num_gpus))
@@ -101,6 +112,49 @@ def ray_runtime(*, address: str | None, num_cpus: int | None = None, num_gpus: i
         finally:
             if started:
                 ray.shutdown()
+
+
+def _is_loopback(host_port: str) -> bool:
+    host = host_port.rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+ADDRESS_PROBE_S = 3.0
+"""Seconds to wait for a TCP answer from an ``--address`` before giving up (fail fast, never hang)."""
+
+
+def resolve_address(address: str) -> str:
+    """``--address`` (``auto`` or ``HOST:PORT``) as the ``host:port`` of a cluster that answers.
+
+    ``auto`` is looked up the way Ray does (``RAY_ADDRESS``, the last ``ray start``); a loopback address stays
+    loopback (Ray would swap it for the machine's outward IP). Only the named address is contacted: one TCP
+    connection attempt, at most :data:`ADDRESS_PROBE_S` seconds.
+
+    Raises:
+        UserInputError: No cluster is found or nothing answers at the address.
+    """
+    require_ray()
+    import socket
+
+    from ray._private import services
+
+    with _loopback_only():
+        try:
+            resolved = services.canonicalize_bootstrap_address(address, os.environ.get("RAY_TMPDIR"))
+        except (ConnectionError, ValueError) as exc:
+            raise UserInputError(f"--address {address}: no Ray cluster found ({str(exc).splitlines()[0]}): start one "
+                                 "with `ray start --head --node-ip-address=127.0.0.1`, or drop --address for a "
+                                 "private local Ray") from None
+    if not resolved:
+        raise user_error("--address found no Ray cluster:", address, "start one, or drop --address")
+    host, _, port = resolved.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_PROBE_S).close()
+    except (OSError, ValueError):
+        raise UserInputError(f"--address {address}: no Ray cluster answers at {resolved} (tried for "
+                             f"{ADDRESS_PROBE_S:g} s): start it (`ray start --head --port {port}`), fix the address, "
+                             "or drop --address for a private local Ray") from None
+    return resolved
 
 
 @contextlib.contextmanager
@@ -227,7 +281,7 @@ class RaySearcher(Searcher):
               unit_names: Any = None) -> None:
         """Validate the Ray options and the search space before any work."""
         del settings, constraints
-        RayOptions.from_options(config.options)
+        opts = RayOptions.from_options(config.options)
         from .optuna_study import OptunaOptions
 
         OptunaOptions(sampler=config.options.get("sampler")).validate()  # the sampler behind OptunaSearch
@@ -237,6 +291,8 @@ class RaySearcher(Searcher):
             from search_spaces import load_space
 
             load_space(config.options.get("search_space", "layerwise"))
+        if opts.address and unit_names is None:  # the CLI's first check, before any output exists
+            resolve_address(opts.address)
 
     @staticmethod
     def _space(config: Any, unit_names: Any) -> Any:

@@ -157,3 +157,61 @@ def test_output_path_that_is_a_file(tmp_path, capsys):
     f.write_text("x")
     assert main(["search", "--out", str(f)]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_infeasible_search_writes_the_closest_policy_and_says_what_to_try(tmp_path, tiny_checkpoint):
+    out = tmp_path / "inf"
+    r = _run("search", "--method", "uniform", "--flops-target", "0.3", "--max-acc-drop", "0", "--checkpoint",
+             str(tiny_checkpoint), "--eval-limit", "300", "--no-latency", "--out", str(out))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "no feasible policy in 1 evaluations" in r.stdout and '{"status"' not in r.stdout
+    assert "allowed 0" in r.stdout and "over)" in r.stdout, r.stdout  # how far off, in words
+    assert "--finetune-steps 100" in r.stdout and "--max-acc-drop" in r.stdout and "--flops-target" in r.stdout
+    closest = json.loads((out / "closest_policy.json").read_text())
+    assert closest["feasible"] is False and closest["evaluation"]["finetune_steps"] == 0
+    assert closest["evaluation"]["eval_limit"] == 300
+    assert "1/1" in r.stderr, "the bar of a one-shot method has one step"
+    # evaluate accepts it, re-scores with its settings (same accuracy) and claims no feasibility unasked
+    e = _run("evaluate", "--checkpoint", str(tiny_checkpoint), "--policy", str(out / "closest_policy.json"),
+             "--no-latency", "--json", "--quiet")
+    assert e.returncode == 0, e.stderr
+    scored = json.loads(e.stdout)
+    assert scored["accuracy"] == pytest.approx(closest["metrics"]["accuracy"], abs=1e-9)
+    assert scored["feasible"] is None and scored["evaluation"]["eval_limit"] == 300
+    t = _run("evaluate", "--checkpoint", str(tiny_checkpoint), "--policy", str(out / "closest_policy.json"),
+             "--no-latency", "--quiet")
+    assert "none given" in t.stdout and "feasible" not in t.stdout.lower().replace("infeasible", "")
+
+
+def test_resume_of_a_folder_without_a_search_is_refused(tmp_path, capsys):
+    assert main(["search", "--resume", "--out", str(tmp_path / "typo")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "typo") in err and "drop --resume" in err and err.count("\n") == 1
+
+
+def _readme_commands(section: str) -> list[list[str]]:
+    """The `prunepilot` commands of the README's first bash block after ``section``, continuation lines joined."""
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index(section):].split("```bash", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(line)[1:] for line in lines if line.startswith("prunepilot ")]
+
+
+@pytest.mark.slow
+def test_readme_resnet20_example_works_as_written(tmp_path):
+    """The "Using it" commands in order, as written (runs/ under a temp dir; latency off and a short final fine-tune
+    are the only additions, neither changes which policy is feasible)."""
+    extra = {"search": ["--no-latency", "--final-epochs", "0.2"], "evaluate": ["--no-latency", "--json"],
+             "sensitivity": ["--no-latency"]}
+    results = {}
+    for argv in _readme_commands("## Using it"):
+        argv = [a.replace("runs/", f"{tmp_path}/runs/") for a in argv]
+        r = _run(*argv, *extra.get(argv[0], []), "--quiet")
+        assert r.returncode == 0, (argv, r.stdout[-2000:], r.stderr[-2000:])
+        results[argv[0]] = r
+    best = json.loads((tmp_path / "runs" / "s1" / "best_policy.json").read_text())
+    assert best["feasible"] and best["metrics"]["flops_ratio"] <= 0.5 and best["evaluation"]["finetune_steps"] == 100
+    scored = json.loads(results["evaluate"].stdout)
+    assert scored["feasible"] and scored["accuracy"] == pytest.approx(best["metrics"]["accuracy"], abs=0.5)

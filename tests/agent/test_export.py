@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,10 +40,34 @@ def test_onnx_round_trip_1d_pruned_cnn(tiny_task, tmp_path):
     engine = get_engine(tiny_task)
     model = engine.build(Policy.uniform(engine.graph.unit_names(), 0.3), EvalSettings())
     rep = export_model(model, example_input=tiny_task.example_input(), out_dir=tmp_path, formats=["onnx"])
-    assert set(rep.files) == {"onnx"} and rep.max_abs_diff["onnx"] <= 1e-4
+    assert set(rep.files) == {"onnx", "onnx_data"} and rep.max_abs_diff["onnx"] <= 1e-4
     x = torch.randn(7, *tiny_task.input_shape)  # a batch size the check did not use: the batch axis is dynamic
     with torch.no_grad():
         np.testing.assert_allclose(_onnx_outputs(tmp_path / "model.onnx", x), model(x).numpy(), atol=1e-4, rtol=0)
+
+
+def test_onnx_export_travels_to_a_copied_folder(tmp_path):
+    """The weights file has its final name, is listed in export.json, and loads from a copy of the folder."""
+    import shutil
+
+    import onnx
+
+    model = _pruned_lenet()
+    export_model(model, example_input=torch.randn(1, 1, 8, 8), out_dir=tmp_path / "exp", formats=["onnx"])
+    names = sorted(p.name for p in (tmp_path / "exp").iterdir())
+    assert names == ["export.json", "model.onnx", "model.onnx.data"], names  # no hidden temp files left
+    manifest = json.loads((tmp_path / "exp" / "export.json").read_text())
+    assert {Path(f).name for f in manifest["files"].values()} == {"model.onnx", "model.onnx.data"}
+    locations = {e.value for t in onnx.load(str(tmp_path / "exp" / "model.onnx"), load_external_data=False)
+                 .graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"model.onnx.data"}
+    shutil.copytree(tmp_path / "exp", tmp_path / "elsewhere" / "copy")
+    shutil.rmtree(tmp_path / "exp")
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(_onnx_outputs(tmp_path / "elsewhere" / "copy" / "model.onnx", x), ref, atol=1e-4,
+                               rtol=0)
 
 
 def test_all_formats_2d_model(tmp_path):

@@ -3,6 +3,8 @@
 import copy
 import dataclasses
 import json
+import re
+import time
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from torch.utils.data import Dataset
 
 from agent.cli import main
 from agent.errors import UserInputError
-from agent.evaluation import get_engine
+from agent.evaluation import EvalSettings, get_engine
 from agent.finetune import FinalTuneConfig, default_finetune_lr, finetune_model
 from agent.policy import Policy
 
@@ -142,4 +144,41 @@ def test_finetune_cli_on_a_search_output(tiny_checkpoint, tiny_task, tmp_path, c
     wrong = save_checkpoint(other, tmp_path / "other.pt")
     assert main(["finetune", "--pruned", str(run / "pruned_model.pt"), "--checkpoint", str(wrong),
                  "--epochs", "1", "--out", str(tmp_path / "ft2"), "--quiet"]) == 2
-    assert "fingerprint" in capsys.readouterr().err and not (tmp_path / "ft2" / "pruned_model.pt").exists()
+    err = capsys.readouterr().err
+    assert "fingerprint" in err and not (tmp_path / "ft2" / "pruned_model.pt").exists()
+    # the two fingerprints are named, each whole: no quote splitting "a != b)"
+    assert re.search(r"\(fingerprint [0-9a-f]{16}\) differs", err), err
+    searched = read_pruned_artifact(run / "pruned_model.pt").task_fingerprint
+    assert f"fingerprint {searched!r}: pass the --checkpoint" in err
+
+
+def test_finetune_without_checkpoint_uses_the_recorded_dense_model(tiny_checkpoint, tmp_path, capsys):
+    """As the README shows it (no --checkpoint): the dense model recorded in pruned_model.pt, nothing trained."""
+    run = tiny_search_dir(tiny_checkpoint)
+    out = tmp_path / "ft"
+    assert main(["finetune", "--pruned", str(run / "pruned_model.pt"), "--epochs", "0.05", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "train cnn1d" not in captured.err + captured.out, "no throwaway dense model is trained"
+    assert json.loads((out / "finetune.json").read_text())["task_fingerprint"] == \
+        json.loads((run / "summary.json").read_text())["task_fingerprint"]
+
+
+def test_finetune_without_checkpoint_refuses_at_once_when_the_dense_model_is_gone(tiny_task, tmp_path, capsys,
+                                                                                  monkeypatch):
+    from agent.artifacts import save_pruned_model
+    from agent.evaluation import get_engine
+    from agent.policy import Policy
+
+    engine = get_engine(tiny_task)
+    policy = Policy.uniform(engine.graph.unit_names(), 0.3)
+    settings = EvalSettings()
+    gone = dataclasses.replace(tiny_task, checkpoint_path=str(tmp_path / "moved" / "dense.pt"))
+    pruned = save_pruned_model(tmp_path / "s" / "pruned_model.pt", task=gone, model=engine.build(policy, settings),
+                               removed=engine.plan(policy, settings), policy=policy.to_dict())
+    monkeypatch.setenv("PRUNEPILOT_CACHE", str(tmp_path / "empty-cache"))  # no cached baseline to fall back on
+    started = time.monotonic()
+    assert main(["finetune", "--pruned", str(pruned), "--epochs", "1", "--out", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "moved" / "dense.pt") in err and "--checkpoint" in err and err.count("\n") == 1
+    assert time.monotonic() - started < 30, "refused before any training"
+    assert not (tmp_path / "ft").exists()

@@ -1,5 +1,6 @@
 """Ray Tune executor: a local search, resume after SIGKILL, and a real `ray job submit` to a loopback cluster."""
 
+import contextlib
 import json
 import os
 import signal
@@ -16,8 +17,6 @@ from agent.results import ResultLog
 
 from ..conftest import REPO
 
-VENV_BIN = Path(sys.executable).parent
-
 
 @pytest.fixture()
 def ray_env(monkeypatch):
@@ -27,7 +26,27 @@ def ray_env(monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     yield {**os.environ, **env}
-    subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+    _stop_ray_under(tmp)
+
+
+def _ray_pids_under(tmp: str) -> list[int]:
+    """PIDs of processes whose command line names ``tmp`` (the Ray a test started there, nobody else's)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if tmp.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _stop_ray_under(tmp: str) -> None:
+    """Stop only the Ray processes started under ``tmp`` (never `ray stop`: it ends every Ray on the machine)."""
+    for pid in _ray_pids_under(tmp):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _rows(out):
@@ -79,15 +98,43 @@ def test_ray_resume_after_sigkill_keeps_finished_trials(tiny_checkpoint, tmp_pat
 
 
 def test_ray_job_submit_to_a_loopback_cluster(tiny_checkpoint, tmp_path, ray_env):
-    out = tmp_path / "job"
-    r = subprocess.run(["bash", "scripts/ray_cluster_job.sh", "--local-cluster", "--", "--checkpoint",
-                        str(tiny_checkpoint), "--trials", "3", "--no-latency", "--final-epochs", "0", "--out", str(out)],
-                       cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
+    """As the README shows it: a relative --out lands under the caller's directory; only this cluster is stopped."""
+    r = subprocess.run(["bash", str(REPO / "scripts" / "ray_cluster_job.sh"), "--local-cluster", "--", "--checkpoint",
+                        str(tiny_checkpoint), "--trials", "3", "--no-latency", "--final-epochs", "0",
+                        "--out", "runs/ray-job"], cwd=tmp_path, env=ray_env, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     assert "succeeded" in (r.stdout + r.stderr)
+    out = tmp_path / "runs" / "ray-job"
     assert len(_rows(out)) == 3
     assert json.loads((out / "summary.json").read_text())["method"] == "ray"
-    assert subprocess.run(["pgrep", "-f", "raylet"], capture_output=True).returncode != 0, "cluster was stopped"
+    assert _ray_pids_under(ray_env["RAY_TMPDIR"]) == [], "the cluster it started was stopped"
+
+
+def test_job_script_never_stops_every_ray_on_the_machine():
+    script = (REPO / "scripts" / "ray_cluster_job.sh").read_text()
+    commands = [line.split("#")[0] for line in script.splitlines()]
+    assert not any("ray_bin\" stop" in c or " ray stop" in c for c in commands)
+    assert "--block" in script and 'kill -TERM "$head_pid"' in script
+
+
+@pytest.mark.parametrize("address", ["auto", "127.0.0.1:6390"])
+def test_address_without_a_cluster_fails_fast_with_one_line(address, tmp_path, capsys, monkeypatch):
+    """No cluster: one clear line, exit 2, no results.csv; loopback is not rewritten to the outward IP and hung on."""
+    from ray._private import services
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray"))  # no `ray start` address file
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])  # other users' clusters on this machine
+    out = tmp_path / "o"
+    started = time.monotonic()
+    assert main(["search", "--method", "ray", "--address", address, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 20
+    assert err.startswith("prunepilot: error: --address") and err.count("\n") == 1 and "Traceback" not in err
+    if address != "auto":
+        assert "127.0.0.1:6390" in err, "the loopback address is kept, not swapped for the outward IP"
+    assert not out.exists()
 
 
 def test_private_ray_stays_on_loopback_even_without_the_env_var(tmp_path):
@@ -113,7 +160,7 @@ def test_private_ray_stays_on_loopback_even_without_the_env_var(tmp_path):
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
                               cwd=REPO)
     finally:
-        subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+        _stop_ray_under(env["RAY_TMPDIR"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["before"] is True, "ray on Linux without the variable would leave loopback"
