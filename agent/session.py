@@ -302,18 +302,11 @@ class SearchSession:
             latency = self.constraints.latency_target is not None
         if not (latency and self.settings.measure_latency):
             return CostProbe(macs / dense.macs, params / dense.params)
-        try:  # paired with the dense model, round by round (see measure_latency_ratio)
-            stats, _, ratio = measure_latency_ratio(model, self.task.model, self.task.input_shape,
-                                                    config=self._probe_latency)
+        try:  # paired with the dense model, round by round, until the ratio is tight (see measure_latency_ratio)
+            paired = measure_latency_ratio(model, self.task.model, self.task.input_shape, config=self.settings.latency)
         finally:
             self.task.model.to("cpu")
-        return CostProbe(macs / dense.macs, params / dense.params, ratio, stats.median_ms)
-
-    @property
-    def _probe_latency(self) -> Any:
-        """Probes decide bisections: two timing rounds, the faster counts (bursts of interference only add time)."""
-        cfg = self.settings.latency
-        return dataclasses.replace(cfg, rounds=max(2, cfg.rounds))
+        return CostProbe(macs / dense.macs, params / dense.params, paired.ratio, paired.model_ms)
 
     def meets_cost(self, cost: CostProbe, *, margin: float = LATENCY_MARGIN) -> bool:
         """Whether a cost probe satisfies the FLOPs / params / latency targets (accuracy not considered).

@@ -342,8 +342,8 @@ class OptunaSearcher(Searcher):
             values = [0.0, cost]
         else:
             cons = constraint_values(session.constraints, flops_ratio=result.flops_ratio,
-                                     params_ratio=result.params_ratio, latency_ratio=result.latency_ratio,
-                                     latency_ms=result.latency_ms, acc_drop=result.acc_drop)
+                                     params_ratio=result.params_ratio, latency_ratio=result.latency_bound[0],
+                                     latency_ms=result.latency_bound[1], acc_drop=result.acc_drop)
             values = [result.accuracy, COST_OF[objective](result) if objective else 0.0]
             for key in ("flops_ratio", "params_ratio", "latency_ratio", "acc_drop"):
                 value = getattr(result, key)
