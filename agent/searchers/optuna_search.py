@@ -202,7 +202,10 @@ class OptunaSearcher(Searcher):
         study, empty = self._open_study(session, opts, space)
         codec = _ThresholdCodec(session)
         if empty and opts.warm_start:
-            for label, make in (("uniform", uniform_policy), ("greedy", greedy_policy)):
+            from .knapsack import knapsack_warm_start
+
+            for label, make in (("uniform", uniform_policy), ("greedy", greedy_policy),
+                                ("knapsack", knapsack_warm_start)):
                 policy = make(session)
                 if policy is not None:
                     study.enqueue_trial(space.encode(policy, ratio_to_threshold=codec.to_threshold),
