@@ -83,7 +83,8 @@ def check_threads(threads: int, *, what: str = "timing") -> int | None:
     if free < threads:
         warnings.warn(
             f"{threads} torch threads for {what}, but only {free} of {available_cores()} cores are free: "
-            f"oversubscribed measurements are slow and their ratios unreliable; pass --threads {free}", RuntimeWarning, stacklevel=2)
+            f"oversubscribed measurements are slow and their ratios unreliable; pass --threads {free}",
+            RuntimeWarning, stacklevel=2)
         return free
     return None
 

@@ -150,3 +150,21 @@ def test_threads_warning_names_the_free_cores(monkeypatch):
         assert th.check_threads(th.available_cores() + 1) == 1
     with th.torch_threads(1) as n:
         assert n == 1 and torch.get_num_threads() == 1
+
+
+def test_throughput_watch_warns_once_when_steps_slow_down(monkeypatch):
+    import agent.measure.threads as th
+
+    clock = iter(i * 0.01 for i in range(10_000))  # 100 steps/s ...
+    monkeypatch.setattr(th.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(th, "free_cores", lambda own_threads=0: 1)
+    watch = th.ThroughputWatch("training", baseline_steps=10, window=10)
+    for _ in range(30):
+        watch.step()
+    assert watch.reference is not None and not watch.warned
+    slow = iter(100.0 + i * 0.5 for i in range(10_000))  # ... then 2 steps/s
+    monkeypatch.setattr(th.time, "perf_counter", lambda: next(slow))
+    with pytest.warns(RuntimeWarning, match="training slowed from .* steps/s .*--threads"):
+        for _ in range(30):
+            watch.step()
+    assert watch.warned
