@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import user_error
 
@@ -107,6 +107,18 @@ class Constraints:
         if self.max_acc_drop is not None and acc_drop is not None and acc_drop > self.max_acc_drop + eps:
             out.append(f"accuracy drop {acc_drop:.2f} > {self.max_acc_drop:.2f} points")
         return out
+
+    def check_result(self, result: Any, *, latency_slack: float = 1.0) -> list[str]:
+        """Violated constraints of an evaluated result (an ``EvalResult``); empty = feasible.
+
+        The one rule for a measured latency: the target is met only when the upper end of the measured ratio's
+        interval (``result.latency_bound``) is under it, so a single noisy reading never passes.
+        ``latency_slack`` (>= 1) divides the latency bound, for "only just over" checks.
+        """
+        ratio, ms = result.latency_bound
+        return self.violations(flops_ratio=result.flops_ratio, params_ratio=result.params_ratio,
+                               latency_ratio=None if ratio is None else ratio / latency_slack,
+                               latency_ms=None if ms is None else ms / latency_slack, acc_drop=result.acc_drop)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict."""

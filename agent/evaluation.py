@@ -115,11 +115,23 @@ class EvalResult:
     params_ratio: float = float("nan")
     """Parameters relative to dense."""
     latency_ms: float | None = None
-    """Measured median latency of one batch."""
+    """Measured latency of one batch: ``latency_ratio * dense_latency_ms`` (the same paired rounds)."""
     latency_ratio: float | None = None
-    """Measured latency relative to dense."""
+    """Measured latency relative to dense (geometric mean of paired rounds)."""
+    latency_ratio_lo: float | None = None
+    """Lower end of the measured ratio's 90% interval."""
+    latency_ratio_hi: float | None = None
+    """Upper end of the measured ratio's 90% interval: a latency target is met only when this is under it."""
+    dense_latency_ms: float | None = None
+    """The dense model's latency in the same paired rounds (the reference of ``latency_ms`` and
+    ``latency_pred_ms``)."""
+    latency_rounds: int | None = None
+    """Paired rounds the latency measurement took."""
+    threads: int | None = None
+    """Torch threads the latency was measured with."""
     latency_pred_ms: float | None = None
-    """Latency predicted by the per-device latency model (when one is attached)."""
+    """Latency predicted by the per-device latency model (when one is attached): the predicted ratio times
+    ``dense_latency_ms``, so prediction and measurement share one dense reference."""
     peak_mem_mb: float | None = None
     """Peak GPU memory while timing (None on CPU)."""
     model_mb: float = float("nan")
@@ -147,6 +159,19 @@ class EvalResult:
     def ok(self) -> bool:
         """True when the evaluation ran to the end."""
         return self.status == "ok"
+
+    @property
+    def latency_bound(self) -> tuple[float | None, float | None]:
+        """``(ratio, ms)`` a latency target is checked against: the upper end of the measured interval.
+
+        This is the one rule for "latency target met" (see :meth:`Constraints.check_result`). Rows logged before
+        intervals existed fall back to the point estimate.
+        """
+        if self.latency_ratio is None:
+            return None, self.latency_ms
+        hi = self.latency_ratio_hi if self.latency_ratio_hi is not None else self.latency_ratio
+        ms = hi * self.dense_latency_ms if self.dense_latency_ms else self.latency_ms
+        return hi, ms
 
 
 def _model_mb(model: nn.Module) -> float:
@@ -211,17 +236,21 @@ class PruningEngine:
         """MACs ratio of ``policy`` predicted from the dense per-layer counts (no model is built)."""
         return self.graph.predict_macs(self.plan(policy, settings)) / self.graph.dense_macs
 
-    def predict_latency(self, kept_channels: Mapping[str, int], settings: EvalSettings) -> tuple[float, float] | None:
+    def predict_latency(self, kept_channels: Mapping[str, int], settings: EvalSettings, *,
+                        dense_ms: float | None = None) -> tuple[float, float] | None:
         """Predicted latency in ms and as a ratio to dense, or None without a latency model.
 
-        The ratio comes from the table alone (self-consistent); the milliseconds scale it by the dense latency
-        measured now, so a table cached under other machine load still predicts today's absolute time.
+        The ratio comes from the table alone (self-consistent); the milliseconds scale it by a dense latency
+        measured now: ``dense_ms`` when given (the paired rounds of the measurement the prediction is compared
+        with), else the session's dense measurement. A table cached under other machine load still predicts
+        today's absolute time.
         """
         table = self.latency_model
         if table is None:
             return None
         ratio = float(table.predict_ratio(kept_channels))
-        dense_ms = self.dense(settings).latency_ms if settings.measure_latency else None
+        if dense_ms is None:
+            dense_ms = self.dense(settings).latency_ms if settings.measure_latency else None
         return ratio * (dense_ms or float(table.predict({}))), ratio
 
     def attach_latency_model(self, settings: EvalSettings, *, round_to: int | None = None, cache: bool = True) -> Any:
@@ -312,9 +341,6 @@ def evaluate_policy(
     model = engine.graph.apply(plan).to(dev)
     times["apply"] = time.perf_counter() - t0
     result = EvalResult(policy, dense_accuracy=dense.accuracy, kept_channels=engine.kept_channels(plan))
-    predicted = engine.predict_latency(result.kept_channels, settings)
-    if predicted is not None:
-        result.latency_pred_ms = predicted[0]
 
     split = task.data.val if settings.split == "val" else task.data.test
     t0 = time.perf_counter()
@@ -354,20 +380,24 @@ def evaluate_policy(
     t0 = time.perf_counter()
     if settings.measure_latency:
         try:  # timed against the dense model in alternating rounds: the ratio survives machine drift
-            stats, _, ratio = measure_latency_ratio(model, task.model, task.input_shape, config=settings.latency)
+            paired = measure_latency_ratio(model, task.model, task.input_shape, config=settings.latency)
         finally:
             task.model.to("cpu")
-        result.latency_ms, result.peak_mem_mb, result.latency_ratio = stats.median_ms, stats.peak_mem_mb, ratio
+        result.latency_ratio, result.latency_ratio_lo, result.latency_ratio_hi = paired.ratio, paired.lo, paired.hi
+        result.latency_ms, result.dense_latency_ms = paired.model_ms, paired.dense_ms
+        result.latency_rounds, result.threads = paired.rounds, paired.threads
+        result.peak_mem_mb = paired.model_stats.peak_mem_mb
     times["measure"] = time.perf_counter() - t0
+    predicted = engine.predict_latency(result.kept_channels, settings, dense_ms=result.dense_latency_ms)
+    if predicted is not None:
+        result.latency_pred_ms = predicted[0]
     times["total"] = time.perf_counter() - t_start
     result.times = times
 
     if not math.isfinite(result.accuracy):
         result.status, result.reason = "failed", "accuracy is not finite"
     else:
-        issues = constraints.violations(flops_ratio=result.flops_ratio, params_ratio=result.params_ratio,
-                                        latency_ratio=result.latency_ratio, latency_ms=result.latency_ms,
-                                        acc_drop=result.acc_drop)
+        issues = constraints.check_result(result)
         result.feasible, result.reason = not issues, "; ".join(issues)
     model = model.to("cpu").eval()
     return (result, model) if return_model else result

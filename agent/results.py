@@ -27,6 +27,7 @@ RESULT_COLUMNS = [
     "latency_ms", "latency_pred_ms", "latency_ratio", "accuracy", "dense_accuracy", "acc_drop", "feasible",
     "reason", "wall_s", "macs", "params", "peak_mem_mb", "model_mb", "kept_channels", "intermediate",
     "times", "note", "policy_key", "timestamp", "settings_overrides",
+    "latency_ratio_lo", "latency_ratio_hi", "dense_latency_ms", "latency_rounds", "threads",
 ]
 """Columns of ``results.csv`` in order."""
 
@@ -55,6 +56,10 @@ def result_to_row(trial: int, method: str, result: EvalResult, note: str = "") -
         "times": json.dumps({k: round(v, 5) for k, v in result.times.items()}, sort_keys=True),
         "note": note, "policy_key": p.key(), "timestamp": f"{time.time():.3f}",
         "settings_overrides": json.dumps(result.settings_overrides, sort_keys=True) if result.settings_overrides else "",
+        "latency_ratio_lo": _num(result.latency_ratio_lo), "latency_ratio_hi": _num(result.latency_ratio_hi),
+        "dense_latency_ms": _num(result.dense_latency_ms),
+        "latency_rounds": "" if result.latency_rounds is None else str(result.latency_rounds),
+        "threads": "" if result.threads is None else str(result.threads),
     }
 
 
@@ -79,6 +84,10 @@ def row_to_result(row: dict[str, str]) -> EvalResult:
         kept_channels={k: int(v) for k, v in json.loads(row["kept_channels"] or "{}").items()},
         intermediate=list(json.loads(row["intermediate"] or "[]")), times=json.loads(row["times"] or "{}"),
         settings_overrides=json.loads(row.get("settings_overrides") or "{}"),
+        latency_ratio_lo=_opt(row.get("latency_ratio_lo", "")), latency_ratio_hi=_opt(row.get("latency_ratio_hi", "")),
+        dense_latency_ms=_opt(row.get("dense_latency_ms", "")),
+        latency_rounds=int(row["latency_rounds"]) if row.get("latency_rounds") else None,
+        threads=int(row["threads"]) if row.get("threads") else None,
     )
 
 
@@ -106,11 +115,24 @@ class ResultLog:
                     fh.truncate(len(raw))
             reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
             log.rows = [r for r in reader if r.get("trial")]
+            if reader.fieldnames is not None and list(reader.fieldnames) != RESULT_COLUMNS:
+                log._rewrite()  # a log from an older version: same rows under today's columns
         else:
             if log.path.exists():
                 log.path.unlink()
             log._append_line(RESULT_COLUMNS, header=True)
         return log
+
+    def _rewrite(self) -> None:
+        """Replace the file atomically with the current header and rows (missing columns left empty)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(RESULT_COLUMNS)
+        for row in self.rows:
+            writer.writerow([row.get(c) or "" for c in RESULT_COLUMNS])
+        tmp = self.path.with_suffix(".csv.tmp")
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def _append_line(self, values: list[str], *, header: bool = False) -> None:
         buf = io.StringIO()

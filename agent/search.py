@@ -21,6 +21,7 @@ from .artifacts import save_pruned_model
 from .constraints import Constraints
 from .errors import SearchFailedError, UserInputError, user_error
 from .evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
+from .feasibility import check_latency_floor
 from .finetune import FinalTuneConfig, default_finetune_lr, finetune_model
 from .policy_file import write_policy_file
 from .results import ResultLog
@@ -104,6 +105,8 @@ def _result_dict(r: EvalResult) -> dict[str, Any]:
         "status": r.status, "accuracy": r.accuracy, "dense_accuracy": r.dense_accuracy, "acc_drop": r.acc_drop,
         "flops_ratio": r.flops_ratio, "params_ratio": r.params_ratio, "macs": r.macs, "params": r.params,
         "latency_ms": r.latency_ms, "latency_ratio": r.latency_ratio, "latency_pred_ms": r.latency_pred_ms,
+        "latency_ratio_lo": r.latency_ratio_lo, "latency_ratio_hi": r.latency_ratio_hi,
+        "dense_latency_ms": r.dense_latency_ms, "latency_rounds": r.latency_rounds, "threads": r.threads,
         "peak_mem_mb": r.peak_mem_mb, "model_mb": r.model_mb, "feasible": r.feasible, "reason": r.reason,
         "kept_channels": r.kept_channels, "wall_s": r.wall_s,
         **({"settings_overrides": r.settings_overrides} if r.settings_overrides else {}),
@@ -120,9 +123,7 @@ def _only_latency_near(session: SearchSession, r: EvalResult) -> bool:
     c = session.constraints
     if c.latency_target is None or r.latency_ratio is None or r.latency_ms is None:
         return False
-    slack = 1.0 + NEAR_LATENCY
-    return not c.violations(flops_ratio=r.flops_ratio, params_ratio=r.params_ratio,
-                            latency_ratio=r.latency_ratio / slack, latency_ms=r.latency_ms / slack, acc_drop=r.acc_drop)
+    return not c.check_result(r, latency_slack=1.0 + NEAR_LATENCY)
 
 
 def _ranked_candidates(session: SearchSession) -> list[EvalResult]:
@@ -141,8 +142,10 @@ def _ranked_candidates(session: SearchSession) -> list[EvalResult]:
 CLOSEST_POLICY = "closest_policy.json"
 """Written instead of ``best_policy.json`` when nothing was feasible: the closest policy (``feasible: false``)."""
 
-CONFIRM_ROUNDS = 3
-"""Latency timing rounds when the chosen policy is confirmed (the fastest round counts)."""
+CONFIRM_ROUNDS = 5
+"""Minimum paired latency rounds when the chosen policy is confirmed."""
+CONFIRM_MAX_ROUNDS = 20
+"""Cap on paired rounds at confirmation (rounds go on until the ratio's interval is within tolerance)."""
 
 
 def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, confirm_tries: int = 8,
@@ -154,8 +157,9 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
     """
     task = session.task
     # confirmation measures latency in several rounds (robust to interference bursts), dense included
+    lat = session.settings.latency
     settings = dataclasses.replace(session.settings, latency=dataclasses.replace(
-        session.settings.latency, rounds=max(CONFIRM_ROUNDS, session.settings.latency.rounds)))
+        lat, rounds=max(CONFIRM_ROUNDS, lat.rounds), max_rounds=max(CONFIRM_MAX_ROUNDS, lat.max_rounds)))
     counts = session.summary_counts()
     ok = [r for r in session.results() if r.ok]
     summary: dict[str, Any] = {
@@ -176,7 +180,9 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
                                    return_model=True)
         res.settings_overrides = dict(cand.settings_overrides)
         confirmed.append({"policy_key": cand.policy.key(), "feasible": res.feasible, "reason": res.reason,
-                          "latency_ms": res.latency_ms})
+                          "latency_ms": res.latency_ms, "dense_latency_ms": res.dense_latency_ms,
+                          "latency_ratio": res.latency_ratio, "latency_ratio_lo": res.latency_ratio_lo,
+                          "latency_ratio_hi": res.latency_ratio_hi, "latency_rounds": res.latency_rounds})
         if res.ok and res.feasible:
             chosen, model = res, mdl
             break
@@ -277,7 +283,10 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
     out.mkdir(parents=True, exist_ok=True)
     _write_run_config(out, task=task, constraints=constraints, settings=settings, config=config, resume=resume)
     if latency_model and settings.measure_latency:
-        get_engine(task).attach_latency_model(settings, round_to=config.round_to)
+        engine = get_engine(task)
+        table = engine.attach_latency_model(settings, round_to=config.round_to)
+        check_latency_floor(engine.graph, table, constraints=constraints, max_ratio=config.max_ratio,
+                            round_to=config.round_to, dense_ms=engine.dense(settings).latency_ms)
     else:
         get_engine(task).latency_model = None
     log = ResultLog.open(out / "results.csv", resume=resume)

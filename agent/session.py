@@ -111,9 +111,10 @@ class CostProbe:
     params_ratio: float
     """Parameters relative to dense."""
     latency_ratio: float | None = None
-    """Measured latency relative to dense (when probed)."""
+    """Measured latency relative to dense (when probed: the upper end of its interval, the figure targets are
+    checked against; predicted: the table's ratio)."""
     latency_ms: float | None = None
-    """Measured latency (when probed)."""
+    """Measured (upper end) or predicted latency in ms."""
 
 
 class SearchSession:
@@ -305,18 +306,12 @@ class SearchSession:
             latency = self.constraints.latency_target is not None
         if not (latency and self.settings.measure_latency):
             return CostProbe(macs / dense.macs, params / dense.params)
-        try:  # paired with the dense model, round by round (see measure_latency_ratio)
-            stats, _, ratio = measure_latency_ratio(model, self.task.model, self.task.input_shape,
-                                                    config=self._probe_latency)
+        try:  # paired with the dense model, round by round, until the ratio is tight (see measure_latency_ratio)
+            paired = measure_latency_ratio(model, self.task.model, self.task.input_shape, config=self.settings.latency)
         finally:
             self.task.model.to("cpu")
-        return CostProbe(macs / dense.macs, params / dense.params, ratio, stats.median_ms)
-
-    @property
-    def _probe_latency(self) -> Any:
-        """Probes decide bisections: two timing rounds, the faster counts (bursts of interference only add time)."""
-        cfg = self.settings.latency
-        return dataclasses.replace(cfg, rounds=max(2, cfg.rounds))
+        bound = paired.hi if math.isfinite(paired.hi) else paired.ratio  # the upper end, as targets are checked
+        return CostProbe(macs / dense.macs, params / dense.params, bound, bound * paired.dense_ms)
 
     def meets_cost(self, cost: CostProbe, *, margin: float = LATENCY_MARGIN) -> bool:
         """Whether a cost probe satisfies the FLOPs / params / latency targets (accuracy not considered).

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .measure.threads import ThroughputWatch
 from .outputs import logits_of
 
 __all__ = [
@@ -109,6 +110,7 @@ def train_steps(
     batches = infinite_batches(dataset, config.batch_size, config.seed)
     model.train()
     running, count, last = 0.0, 0, 0.0
+    watch = ThroughputWatch("training") if config.steps >= 100 else None
     try:
         for step in range(1, config.steps + 1):
             x, y = next(batches)
@@ -129,6 +131,8 @@ def train_steps(
             sched.step()
             running += loss.item()
             count += 1
+            if watch is not None:
+                watch.step()
             if progress is not None:
                 progress(step)
             if on_chunk is not None and (step % chunk_len == 0 or step == config.steps):

@@ -48,8 +48,9 @@ def latency_ratio_of(result: EvalResult, dense: DenseMetrics) -> float:
     """The result's latency relative to dense: measured, else predicted, else its FLOPs ratio (proxy)."""
     if result.latency_ratio is not None and math.isfinite(result.latency_ratio):
         return float(result.latency_ratio)
-    if result.latency_pred_ms is not None and dense.latency_ms:
-        return float(result.latency_pred_ms / dense.latency_ms)
+    reference = result.dense_latency_ms or dense.latency_ms
+    if result.latency_pred_ms is not None and reference:
+        return float(result.latency_pred_ms / reference)
     return float(result.flops_ratio)
 
 
@@ -72,9 +73,9 @@ def _latency_overshoot(result: EvalResult, constraints: Constraints, dense: Dens
 
 
 def _misses_cost(result: EvalResult, constraints: Constraints) -> bool:
+    bound_ratio, bound_ms = result.latency_bound  # the upper end of the measured interval (one rule)
     return bool(constraints.violations(flops_ratio=result.flops_ratio, params_ratio=result.params_ratio,
-                                       latency_ratio=result.latency_ratio, latency_ms=result.latency_ms,
-                                       acc_drop=None))
+                                       latency_ratio=bound_ratio, latency_ms=bound_ms, acc_drop=None))
 
 
 def acc_reward(result: EvalResult, constraints: Constraints, dense: DenseMetrics) -> float:

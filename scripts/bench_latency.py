@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -55,11 +54,13 @@ def flops_vs_latency(models: Sequence[str], batches: Sequence[int], target: floa
         macs, _ = tp.utils.count_ops_and_params(pruned, torch.randn(1, *shape))
         for batch in batches:
             cfg = LatencyConfig(batch_size=batch, warmup=2, repeats=7, max_seconds=20.0, min_repeats=3, rounds=3)
-            small, dense, ratio = measure_latency_ratio(pruned, graph.model, shape, config=cfg)
+            paired = measure_latency_ratio(pruned, graph.model, shape, config=cfg)
+            dense, ratio = paired.dense_ms, paired.ratio
             rows.append({"model": spec, "input": "x".join(map(str, shape)), "batch": batch, "ratio": round(r, 4),
                          "round_to": round_to or "", "flops_ratio": round(macs / graph.dense_macs, 4),
-                         "dense_ms": round(dense.median_ms, 3), "pruned_ms": round(small.median_ms, 3),
-                         "latency_ratio": round(ratio, 4)})
+                         "dense_ms": round(dense, 3), "pruned_ms": round(paired.model_ms, 3),
+                         "latency_ratio": round(ratio, 4), "ci_lo": round(paired.lo, 4), "ci_hi": round(paired.hi, 4),
+                         "rounds": paired.rounds, "threads": paired.threads})
             print(rows[-1], flush=True)
     return rows
 
@@ -94,8 +95,7 @@ def table_accuracy(models: Sequence[str], batch: int, n_policies: int = 12, seed
             kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
             # predicted and measured ratios to dense: the measurement pairs the model with the dense one round by
             # round, so machine drift between the table build and this check cannot pose as prediction error
-            _, _, measured = measure_latency_ratio(graph.apply(plan), graph.model, shape,
-                                                   config=dataclasses.replace(cfg, rounds=2))
+            measured = measure_latency_ratio(graph.apply(plan), graph.model, shape, config=cfg).ratio
             predicted = table.predict(kept) / table.predict({})
             errors.append((predicted - measured) / measured)
         abs_err = np.abs(errors)

@@ -5,6 +5,7 @@ Examples:
     python scripts/benchmark.py lut --models cnn1d,tv:resnet18,tv:mobilenet_v2 --batch 1
     python scripts/benchmark.py quality --tasks default --targets flops=0.3,flops=0.5,flops=0.7,latency=0.6
     python scripts/benchmark.py scaling --trials 16 --concurrency 1,2
+    python scripts/benchmark.py load --method greedy --latency-target 0.6 --threads 1
     python scripts/benchmark.py smoke            # seconds; what CI runs
 
 Each run prints a markdown table and writes CSV next to it (``--out``, default ``bench/``).
@@ -75,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--finetune-steps", type=int, default=150)
     sc.add_argument("--concurrency", default="1,2")
     sc.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ld = sub.add_parser("load", help="the same latency-target search quiet and with one busy core")
+    ld.add_argument("--method", default="greedy")
+    ld.add_argument("--latency-target", default="0.6")
+    ld.add_argument("--threads", type=int, default=1)
+    ld.add_argument("--latency-batch", type=int, default=64)
+    ld.add_argument("--trials", type=int, default=None)
     sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
     for s in sub.choices.values():
         s.add_argument("--out", default="bench")
@@ -103,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = scaling(out=out / "runs", trials=args.trials, finetune_steps=args.finetune_steps,
                        concurrencies=[int(c) for c in args.concurrency.split(",")], gpus_per_trial=args.gpus_per_trial)
         _emit(rows, out, "scaling")
+    elif args.cmd == "load":
+        from bench_load import under_load
+
+        extra = ["--trials", str(args.trials)] if args.trials else []
+        _emit(under_load(out=out / "runs-load", method=args.method, target=args.latency_target, threads=args.threads,
+                         batch=args.latency_batch, extra=extra), out, "load")
     else:
         from bench_latency import flops_vs_latency, table_accuracy
         from bench_quality import quality

@@ -208,6 +208,12 @@ def _search(args: argparse.Namespace) -> int:
                             seed=args.data_seed)
         precheck_targets(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
                          num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio)
+        if settings.measure_latency and not args.no_latency_model:
+            from ..feasibility import precheck_latency_floor
+
+            precheck_latency_floor(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
+                                   num_classes=data.num_classes, constraints=constraints, latency=settings.latency,
+                                   max_ratio=args.max_ratio, round_to=config.round_to)
     from ..tasks.task import build_task
 
     task = build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,
@@ -256,7 +262,7 @@ def _register_search(sub: SubParsers) -> None:
     add_eval_args(p)
     add_constraint_args(p)
     g = p.add_argument_group("search")
-    g.add_argument("--method", default="greedy", help="uniform, global, greedy, optuna, nsga2, rl, ray")
+    g.add_argument("--method", default="greedy", help="uniform, global, greedy, knapsack, optuna, nsga2, rl, ray")
     g.add_argument("--trials", type=int, default=None, help="maximum evaluated policies (default 40; for --method rl "
                    "the --episodes count)")
     g.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,7 @@ from ..pruning.importance import check_importance
 from ..tasks.task import Task, TaskSpec, build_task
 
 __all__ = ["add_task_args", "add_eval_args", "add_constraint_args", "task_from_args", "settings_from_args",
-           "constraints_from_args", "ratio_list", "given_eval_flags"]
+           "constraints_from_args", "ratio_list", "given_eval_flags", "choose_threads"]
 
 
 def ratio_list(text: str) -> list[float]:
@@ -60,6 +60,12 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--latency-batch", type=int, default=64, help="batch size of latency measurements")
     g.add_argument("--no-latency", action="store_true", help="do not time candidates (FLOPs-only studies)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads for training and timing (default: the cores free right now); part of the "
+                        "latency device, like --latency-batch")
+    g.add_argument("--latency-tolerance", type=float, default=0.03,
+                   help="paired latency rounds go on until the ratio's 90%% interval is within this relative "
+                        "half-width (or a round cap is hit)")
 
 
 def add_constraint_args(p: argparse.ArgumentParser) -> None:
@@ -95,8 +101,10 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     device = str(resolve_device(args.device))
     given = {k: v for k, v in (("finetune_steps", args.finetune_steps), ("finetune_lr", args.finetune_lr),
                                 ("seed", getattr(args, "seed", None))) if v is not None}
-    return EvalSettings(eval_limit=args.eval_limit, device=device,
-                        latency=LatencyConfig(batch_size=args.latency_batch, device=device),
+    threads = choose_threads(args.threads)
+    latency = LatencyConfig(batch_size=args.latency_batch, device=device, threads=threads,
+                            tolerance=args.latency_tolerance)
+    return EvalSettings(eval_limit=args.eval_limit, device=device, latency=latency,
                         measure_latency=not args.no_latency, **given)
 
 
@@ -105,6 +113,25 @@ def given_eval_flags(args: argparse.Namespace) -> frozenset[str]:
     flags = {"finetune_steps": args.finetune_steps, "finetune_lr": args.finetune_lr, "eval_limit": args.eval_limit,
              "seed": getattr(args, "seed", None)}
     return frozenset(k for k, v in flags.items() if v is not None)
+
+
+def choose_threads(requested: int | None) -> int:
+    """Torch threads of this invocation: ``--threads``, else the cores free now; set process-wide.
+
+    Warns (naming the free-core figure) when more threads are requested than cores are free.
+    """
+    import torch
+
+    from ..errors import user_error
+    from ..measure.threads import check_threads, default_threads
+
+    if requested is not None and requested < 1:
+        raise user_error("--threads must be >= 1, got", requested, "e.g. --threads 1")
+    threads = requested if requested is not None else default_threads()
+    if requested is not None:
+        check_threads(threads, what="training and timing")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def constraints_from_args(args: argparse.Namespace, *, default_flops: float | None = None) -> Constraints:

@@ -26,6 +26,7 @@ from ..pruning.tracing import trace_forward
 from ..storage import atomic_write_json
 from ..tasks.datasets import cache_dir
 from .latency import LatencyConfig, measure_latency, measure_latency_ratio
+from .threads import torch_threads
 
 __all__ = ["LatencyTable", "LayerTable", "build_latency_table", "DEFAULT_GRID"]
 
@@ -208,6 +209,14 @@ def build_latency_table(
     Returns:
         The table.
     """
+    with torch_threads(config.threads):
+        return _build(graph, input_shape=input_shape, config=config, grid=grid, round_to=round_to,
+                      calibration_ratios=calibration_ratios, cache=cache, cache_root=cache_root, progress=progress)
+
+
+def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyConfig, grid: Sequence[float],
+           round_to: int | None, calibration_ratios: Sequence[float], cache: bool, cache_root: str | Path | None,
+           progress: Callable[[int, int], None] | None) -> LatencyTable:
     device = torch.device(config.device)
     key_src = json.dumps({"sig": _signature(graph, input_shape), "device": str(device),
                           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
@@ -221,7 +230,7 @@ def build_latency_table(
     modules = dict(graph.model.named_modules())
     dims = {n: d for n, d in graph.layer_dims().items() if isinstance(modules[n], _TIMED)}
     shapes = _input_shapes(graph.model, graph.example_input, set(dims))
-    timing = dataclasses.replace(config, warmup=max(1, config.warmup), repeats=min(config.repeats, 9),
+    timing = dataclasses.replace(config, warmup=max(1, config.warmup), repeats=min(config.repeats, 9), rounds=1,
                                  max_seconds=min(config.max_seconds, 0.5), min_repeats=min(config.min_repeats, 3))
     layers: dict[str, LayerTable] = {}
     for done, (name, d) in enumerate(dims.items(), 1):
@@ -257,7 +266,7 @@ def build_latency_table(
     for ratio in calibration_ratios:
         plan = graph.select(scores, dict.fromkeys(graph.unit_names(), ratio), round_to)
         # paired with the dense model so machine drift during the build cannot skew the calibration
-        _, _, rel = measure_latency_ratio(graph.apply(plan), graph.model, tuple(input_shape), config=full)
+        rel = measure_latency_ratio(graph.apply(plan), graph.model, tuple(input_shape), config=full).ratio
         measured = rel * table.dense_ms
         kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
         layer_ms = table._layer_sum(kept)

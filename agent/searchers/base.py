@@ -60,6 +60,7 @@ SEARCHERS: dict[str, str] = {
     "uniform": "agent.searchers.baselines:UniformSearcher",
     "global": "agent.searchers.baselines:GlobalSearcher",
     "greedy": "agent.searchers.baselines:GreedySearcher",
+    "knapsack": "agent.searchers.knapsack:KnapsackSearcher",
     "optuna": "agent.searchers.optuna_search:OptunaSearcher",
     "nsga2": "agent.searchers.optuna_search:NSGA2Searcher",
     "rl": "agent.searchers.rl:RLSearcher",

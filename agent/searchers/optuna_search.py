@@ -202,7 +202,10 @@ class OptunaSearcher(Searcher):
         study, empty = self._open_study(session, opts, space)
         codec = _ThresholdCodec(session)
         if empty and opts.warm_start:
-            for label, make in (("uniform", uniform_policy), ("greedy", greedy_policy)):
+            from .knapsack import knapsack_warm_start
+
+            for label, make in (("uniform", uniform_policy), ("greedy", greedy_policy),
+                                ("knapsack", knapsack_warm_start)):
                 policy = make(session)
                 if policy is not None:
                     study.enqueue_trial(space.encode(policy, ratio_to_threshold=codec.to_threshold),
@@ -342,8 +345,8 @@ class OptunaSearcher(Searcher):
             values = [0.0, cost]
         else:
             cons = constraint_values(session.constraints, flops_ratio=result.flops_ratio,
-                                     params_ratio=result.params_ratio, latency_ratio=result.latency_ratio,
-                                     latency_ms=result.latency_ms, acc_drop=result.acc_drop)
+                                     params_ratio=result.params_ratio, latency_ratio=result.latency_bound[0],
+                                     latency_ms=result.latency_bound[1], acc_drop=result.acc_drop)
             values = [result.accuracy, COST_OF[objective](result) if objective else 0.0]
             for key in ("flops_ratio", "params_ratio", "latency_ratio", "acc_drop"):
                 value = getattr(result, key)

@@ -146,6 +146,8 @@ ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
 
 MODELS: dict[str, ModelFactory] = {
     "cnn1d": lambda shape, k: CNN1D(in_channels=shape[0], num_classes=k),
+    # twice as wide (4x the MACs): compute-bound enough on a CPU that pruned latency follows FLOPs
+    "cnn1d-wide": lambda shape, k: CNN1D(in_channels=shape[0], num_classes=k, width=64),
     "mlp": lambda shape, k: MLP(math.prod(shape), num_classes=k),
     "lenet": lambda shape, k: LeNet(in_channels=shape[0], num_classes=k),
     "resnet20": lambda shape, k: CifarResNet(20, in_channels=shape[0], num_classes=k),

@@ -94,3 +94,77 @@ def test_predicted_milliseconds_follow_todays_dense_measurement(tiny_task):
         assert table.predict(kept) == pytest.approx(3.0 * table_ms)
     finally:
         engine.latency_model = None
+
+
+def test_paired_rounds_report_one_consistent_dense_reference(graph):
+    """Dense and pruned ms come from the same paired rounds as the ratio, with an interval around it."""
+    from agent.measure import measure_latency_ratio
+
+    scores = {u.name: torch.rand(u.channels) for u in graph.units}
+    pruned = graph.apply(graph.select(scores, dict.fromkeys(graph.unit_names(), 0.5)))
+    cfg = LatencyConfig(batch_size=16, warmup=1, repeats=5, rounds=3, max_rounds=6, threads=1)
+    paired = measure_latency_ratio(pruned, graph.model, (1, 40), config=cfg)
+    assert paired.model_ms == pytest.approx(paired.ratio * paired.dense_ms)
+    assert paired.lo <= paired.ratio <= paired.hi
+    assert 3 <= paired.rounds <= 6 and paired.threads == 1
+
+
+def test_interval_narrows_with_agreeing_rounds_and_a_noisy_one_fails_the_target():
+    from agent.evaluation import EvalResult
+    from agent.measure import ratio_interval
+    from agent.policy import Policy
+
+    r, lo, hi = ratio_interval([0.5, 0.5, 0.5])
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    r, lo, hi = ratio_interval([0.3, 0.5, 0.7])
+    assert lo < r < hi and hi > 0.6
+    assert ratio_interval([0.5])[2] == float("inf")  # one reading never bounds the ratio
+    c = Constraints(latency_target=LatencyTarget(0.6))
+    noisy = EvalResult(Policy({}), flops_ratio=1.0, params_ratio=1.0, acc_drop=0.0, latency_ratio=r,
+                       latency_ratio_lo=lo, latency_ratio_hi=hi, latency_ms=r * 10, dense_latency_ms=10.0)
+    assert r < 0.6 and c.check_result(noisy), "met only when the interval's upper end is under the target"
+    tight = EvalResult(Policy({}), flops_ratio=1.0, params_ratio=1.0, acc_drop=0.0, latency_ratio=0.5,
+                       latency_ratio_lo=0.49, latency_ratio_hi=0.52, latency_ms=5.0, dense_latency_ms=10.0)
+    assert not c.check_result(tight)
+
+
+def test_latency_floor_refuses_an_unreachable_target(graph, tmp_path):
+    from agent.feasibility import check_latency_floor, latency_floor
+
+    table = lut.build_latency_table(graph, input_shape=(1, 40), config=CFG, cache_root=tmp_path, round_to=8)
+    floor = latency_floor(graph, table, max_ratio=0.9, round_to=8)
+    assert 0 < floor < 1
+    with pytest.raises(UserInputError, match="latency floor.*--latency-batch"):
+        check_latency_floor(graph, table, constraints=Constraints(latency_target=LatencyTarget(floor * 0.5)),
+                            max_ratio=0.9, round_to=8)
+    assert check_latency_floor(graph, table, constraints=Constraints(latency_target=LatencyTarget(1.0)),
+                               max_ratio=0.9, round_to=8) == pytest.approx(floor)
+
+
+def test_threads_warning_names_the_free_cores(monkeypatch):
+    import agent.measure.threads as th
+
+    monkeypatch.setattr(th, "_busy_cores", lambda sample_s=0.2: float(th.available_cores()))
+    assert th.free_cores() == 1
+    with pytest.warns(RuntimeWarning, match=r"only 1 of \d+ cores are free.*--threads 1"):
+        assert th.check_threads(th.available_cores() + 1) == 1
+    with th.torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+
+
+def test_throughput_watch_warns_once_when_steps_slow_down(monkeypatch):
+    import agent.measure.threads as th
+
+    clock = iter(i * 0.01 for i in range(10_000))  # 100 steps/s ...
+    monkeypatch.setattr(th.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(th, "free_cores", lambda own_threads=0: 1)
+    watch = th.ThroughputWatch("training", baseline_steps=10, window=10)
+    for _ in range(30):
+        watch.step()
+    assert watch.reference is not None and not watch.warned
+    slow = iter(100.0 + i * 0.5 for i in range(10_000))  # ... then 2 steps/s
+    monkeypatch.setattr(th.time, "perf_counter", lambda: next(slow))
+    with pytest.warns(RuntimeWarning, match="training slowed from .* steps/s .*--threads"):
+        for _ in range(30):
+            watch.step()
+    assert watch.warned

@@ -69,13 +69,15 @@ def test_constraints_reach_optuna_through_set_constraint(tiny_task, tmp_path):
 
 
 def test_warm_start_trials_come_first_and_budget_fit_lands_on_target(tiny_task, tmp_path):
-    s = _session(tiny_task, tmp_path, Constraints(flops_target=0.5), trials=4)
+    from agent.searchers.knapsack import knapsack_policy
+
+    s = _session(tiny_task, tmp_path, Constraints(flops_target=0.5), trials=5)
     get_searcher("optuna")().run(s)
     study = _study(tmp_path)
-    assert [t.user_attrs.get(WARM_ATTR) for t in study.trials[:3]] == ["uniform", "greedy", None]
+    assert [t.user_attrs.get(WARM_ATTR) for t in study.trials[:4]] == ["uniform", "greedy", "knapsack", None]
     keys = [r.policy.key() for r in s.results()]
-    assert keys[:2] == [uniform_policy(s).key(), greedy_policy(s).key()]
-    for r in s.results()[2:]:  # sampled policies are scaled onto the budget: feasible and close to it
+    assert keys[:3] == [uniform_policy(s).key(), greedy_policy(s).key(), knapsack_policy(s).key()]
+    for r in s.results()[3:]:  # sampled policies are scaled onto the budget: feasible and close to it
         assert r.ok and r.feasible and 0.4 < r.flops_ratio <= 0.5
 
 
