@@ -24,7 +24,7 @@ from torch import nn
 from .constraints import Constraints
 from .measure.latency import LatencyConfig, measure_latency, measure_latency_ratio, resolve_device
 from .policy import Policy
-from .pruning.graph import PruningGraph
+from .pruning.coverage import build_graph
 from .pruning.importance import compute_importance, normalized
 from .tasks.task import Task
 from .training import TrainConfig, accuracy, recalibrate_batchnorm, train_steps
@@ -186,7 +186,7 @@ class PruningEngine:
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.graph = PruningGraph(task.model, task.example_input(), ignored_layers=task.ignore_layers)
+        self.graph = build_graph(task.model, task.example_input(), ignore_layers=task.ignore_layers, what=task.spec.model)
         self._importance: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
         self._dense: dict[tuple[Any, ...], DenseMetrics] = {}
         self._lock = threading.RLock()

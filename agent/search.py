@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from .advice import constraint_gaps, next_flags
 from .artifacts import save_pruned_model
 from .constraints import Constraints
 from .errors import SearchFailedError, UserInputError, user_error
-from .evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
+from .evaluation import EvalResult, EvalSettings, PruningEngine, evaluate_policy, get_engine
 from .feasibility import check_latency_floor
 from .finetune import FinalTuneConfig, default_finetune_lr, finetune_model
+from .measure.lut import LatencyTable
 from .policy_file import write_policy_file
+from .pruning.coverage import check_prunable
 from .results import ResultLog
 from .searchers.base import get_searcher
 from .session import SearchConfig, SearchSession
@@ -35,22 +38,25 @@ __all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir",
 
 
 def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
-                     max_ratio: float) -> None:
-    """Fail fast (before any training) when FLOPs / params targets are out of reach at ``max_ratio``.
+                     max_ratio: float, ignore_layers: tuple[str, ...] = ()) -> None:
+    """Fail fast (before any training) on a model that can't be pruned or FLOPs / params targets out of reach.
 
     Uses the untrained architecture: which channels go does not change how many MACs remain.
 
     Raises:
-        UserInputError: The targets cannot be met even with every unit pruned at ``max_ratio``.
+        UserInputError: Nothing in the model can be pruned (naming what blocks it), the model can't be traced,
+            or the targets cannot be met even with every unit pruned at ``max_ratio``.
     """
-    if constraints.flops_target is None and constraints.params_target is None:
-        return
     import torch
 
-    from .pruning.graph import PruningGraph
+    from .pruning.coverage import build_graph, check_prunable
     from .tasks.models import build_model
 
-    graph = PruningGraph(build_model(model_spec, input_shape, num_classes), torch.zeros((1, *input_shape)))
+    graph = build_graph(build_model(model_spec, input_shape, num_classes), torch.zeros((1, *input_shape)),
+                        ignore_layers=ignore_layers, what=model_spec)
+    check_prunable(graph, what=model_spec)
+    if constraints.flops_target is None and constraints.params_target is None:
+        return
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
     plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio))
     flops = graph.predict_macs(plan) / graph.dense_macs
@@ -254,6 +260,29 @@ def _write_run_config(out_dir: Path, *, task: Task, constraints: Constraints, se
     atomic_write_json(path, current)
 
 
+def _importance_up_front(engine: PruningEngine, *, config: SearchConfig, settings: EvalSettings) -> None:
+    """Score channels once before the search: a criterion that fails on this model stops here, in one line."""
+    try:
+        engine.importance(config.importance, settings)
+    except UserInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a whole-run phase: one line and exit 2, not a failed row per candidate
+        raise user_error(f"importance {config.importance!r} failed on this model:", f"{type(exc).__name__}: {exc}",
+                         "choose another criterion, e.g. --importance l2") from exc
+
+
+def _latency_table(engine: PruningEngine, *, settings: EvalSettings, round_to: int | None) -> LatencyTable | None:
+    """The per-device latency table, or None with a warning when it can't be built (latency is still measured)."""
+    try:
+        return engine.attach_latency_model(settings, round_to=round_to)
+    except UserInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - degrade: searchers steer by measurement only
+        warnings.warn(f"the latency table could not be built ({type(exc).__name__}: {str(exc)[:200]}); searching with "
+                      "measured latency only (no latency_pred_ms, no latency floor check)", stacklevel=2)
+        return None
+
+
 def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Constraints, settings: EvalSettings,
                config: SearchConfig, final: FinalTuneConfig | None = None, resume: bool = False,
                overwrite: bool = False, progress: bool = False, latency_model: bool = True) -> SearchOutcome:
@@ -277,18 +306,21 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
     """
     out = check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     searcher_cls = get_searcher(config.method)
+    engine = get_engine(task)
+    check_prunable(engine.graph, what=task.spec.model)
     searcher_cls.check(config=config, settings=settings, constraints=constraints,
-                       unit_names=get_engine(task).graph.unit_names())
+                       unit_names=engine.graph.unit_names())
+    _importance_up_front(engine, config=config, settings=settings)
     fresh = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
     _write_run_config(out, task=task, constraints=constraints, settings=settings, config=config, resume=resume)
-    if latency_model and settings.measure_latency:
-        engine = get_engine(task)
-        table = engine.attach_latency_model(settings, round_to=config.round_to)
+    table = _latency_table(engine, settings=settings, round_to=config.round_to) \
+        if latency_model and settings.measure_latency else None
+    if table is not None:
         check_latency_floor(engine.graph, table, constraints=constraints, max_ratio=config.max_ratio,
                             round_to=config.round_to, dense_ms=engine.dense(settings).latency_ms)
     else:
-        get_engine(task).latency_model = None
+        engine.latency_model = None
     log = ResultLog.open(out / "results.csv", resume=resume)
     session = SearchSession(task=task, constraints=constraints, settings=settings, config=config, log=log,
                             progress=progress, output_dir=out,

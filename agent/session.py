@@ -330,9 +330,16 @@ class SearchSession:
     def sensitivity(self) -> SensitivityProfile:
         """The task's sensitivity profile (measured once, cached on disk)."""
         if self._sensitivity is None:
-            self._sensitivity = analyse_sensitivity(
-                self.task, ratios=self.config.sensitivity_ratios, importance=self.config.importance,
-                settings=dataclasses.replace(self.settings, finetune_steps=0))
+            try:
+                self._sensitivity = analyse_sensitivity(
+                    self.task, ratios=self.config.sensitivity_ratios, importance=self.config.importance,
+                    settings=dataclasses.replace(self.settings, finetune_steps=0))
+            except (UserInputError, BudgetExhausted, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a whole-run phase: one line and exit 2
+                raise UserInputError(
+                    f"the sensitivity analysis that --method {self.config.method} needs failed on this model "
+                    f"({type(exc).__name__}: {str(exc)[:200]}): use --method uniform, global or knapsack") from exc
         return self._sensitivity
 
     def min_ratio_meeting(self, cost_of: Callable[[float], CostProbe], *, lo: float | None = None,

@@ -207,7 +207,8 @@ def _search(args: argparse.Namespace) -> int:
         data = load_dataset(args.dataset or "mnist1d", data_root=args.data_root, download=args.download,
                             seed=args.data_seed)
         precheck_targets(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
-                         num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio)
+                         num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
+                         ignore_layers=args.ignore_layers)
         if settings.measure_latency and not args.no_latency_model:
             from ..feasibility import precheck_latency_floor
 
@@ -218,10 +219,11 @@ def _search(args: argparse.Namespace) -> int:
 
     task = build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,
                       download=args.download, data_seed=args.data_seed, train_epochs=args.train_epochs,
-                      trust_checkpoint=args.trust_checkpoint, progress=not args.quiet, data=data)
+                      trust_checkpoint=args.trust_checkpoint, progress=not args.quiet, data=data,
+                      ignore_layers=args.ignore_layers)
     if args.checkpoint is not None:
         precheck_targets(model_spec=task.spec.model, input_shape=task.input_shape, num_classes=task.num_classes,
-                         constraints=constraints, max_ratio=args.max_ratio)
+                         constraints=constraints, max_ratio=args.max_ratio, ignore_layers=args.ignore_layers)
     outcome = run_search(task=task, out_dir=args.out, constraints=constraints, settings=settings, config=config,
                          final=final, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
                          latency_model=not args.no_latency_model)

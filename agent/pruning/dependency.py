@@ -20,7 +20,8 @@ import torch_pruning as tp
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["DependencyBuild", "MappingRunaway", "build_dependency", "group_barrier", "tolerant_mappings"]
+__all__ = ["DependencyBuild", "MappingRunaway", "barrier_aware", "build_dependency", "group_barrier",
+           "tolerant_mappings"]
 
 _MAPPING_STEPS = (
     "update_concat_index_mapping", "update_split_index_mapping", "update_reshape_index_mapping",
@@ -150,6 +151,19 @@ def build_dependency(model: nn.Module, example_input: torch.Tensor, *,
         The graph and its barriers.
     """
     failed: dict[object, str] = {}
+    with barrier_aware(failed):
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input,
+                                                   customized_pruners=customized_pruners, verbose=False)
+    return DependencyBuild(dg, failed)
+
+
+@contextlib.contextmanager
+def barrier_aware(failed: dict[object, str] | None = None) -> Iterator[None]:
+    """Any Torch-Pruning graph built and grouped inside (its own pruners' too) skips barriers and bounds mappings.
+
+    Args:
+        failed: Filled with op object -> reason for each barrier met.
+    """
     recorder = _ReshapeShapes()
 
     def channel_split(node: object) -> str | None:
@@ -157,9 +171,7 @@ def build_dependency(model: nn.Module, example_input: torch.Tensor, *,
         return _reshape_barrier(*shapes) if node.type == tp.ops.OPTYPE.RESHAPE and shapes else None
 
     with tolerant_mappings(failed, skip=channel_split), recorder:
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input,
-                                                   customized_pruners=customized_pruners, verbose=False)
-    return DependencyBuild(dg, failed)
+        yield
 
 
 def group_barrier(group: tp.dependency.Group, barriers: dict[object, str]) -> str | None:

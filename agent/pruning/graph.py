@@ -13,11 +13,9 @@ out of :attr:`PruningGraph.units`; :attr:`PruningGraph.kept_whole` says which an
 
 from __future__ import annotations
 
-import copy
-import fnmatch
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,9 +23,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..errors import user_error
+from .copies import own_tensors, shared_copy
 from .costs import is_depthwise, layer_dims, predict_cost
 from .dependency import build_dependency, group_barrier, tolerant_mappings
+from .layers import resolve_layer_patterns
 from .tracing import PRUNABLE_TYPES, trace_layers
 from .units import LayerDims, PrunableUnit
 
@@ -43,25 +42,6 @@ class _Item:
     is_out: bool
     idxs: np.ndarray
     roots: np.ndarray
-
-
-def resolve_layer_patterns(model: nn.Module, patterns: Iterable[str]) -> set[str]:
-    """Conv / linear layer names matched by ``patterns`` (exact names or globs; a container covers its layers).
-
-    Raises:
-        UserInputError: A pattern matches no module of the model.
-    """
-    names = [n for n, _ in model.named_modules() if n]
-    prunable = {n for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    out: set[str] = set()
-    for pattern in patterns:
-        hits = [n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
-        if not hits:
-            close = [n for n in names if pattern.split(".")[0] in n][:5] or names[:5]
-            raise user_error("--ignore-layers pattern matches no layer of the model:", pattern,
-                             f"use names from model.named_modules(), e.g. {', '.join(close)} (globs like 'layer4.*' work)")
-        out |= {n for n in prunable if any(n == h or n.startswith(h + ".") for h in hits)}
-    return out
 
 
 class PruningGraph:
@@ -317,14 +297,14 @@ class PruningGraph:
         Returns:
             A new, structurally smaller model with tensors of its own; the dense model is untouched.
         """
-        model = self.apply_to(_shared_copy(self.model), pruned)
+        model = self.apply_to(shared_copy(self.model), pruned)
         dense = {id(t) for t in itertools.chain(self.model.parameters(), self.model.buffers())}
-        _own_tensors(model, dense)
+        own_tensors(model, dense)
         return model.eval()
 
     def apply_to(self, model: nn.Module, pruned: Mapping[str, np.ndarray]) -> nn.Module:
         """Prune ``model`` in place, a structural copy of the dense model (same module names), per plan ``pruned``."""
-        plan: dict[tuple[str, bool, object], tuple[_Item, set[int]]] = {}
+        plan: dict[tuple[str, bool, object], tuple[_Item, list[np.ndarray]]] = {}
         for unit_name, roots in pruned.items():
             if len(roots) == 0:
                 continue
@@ -336,17 +316,17 @@ class PruningGraph:
                 if len(sel) == 0:
                     continue
                 key = (it.target, it.is_param, it.handler)
-                entry = plan.setdefault(key, (it, set()))
-                entry[1].update(int(i) for i in sel)
+                plan.setdefault(key, (it, []))[1].append(sel)
         modules = dict(model.named_modules())
-        for (target, is_param, handler), (it, idxs) in plan.items():
+        for (target, is_param, handler), (it, parts) in plan.items():
+            idxs = np.unique(np.concatenate(parts)).tolist()
             handler.__self__.pruning_dim = it.pruning_dim  # what tp's Dependency.__call__ does before the call
             if is_param:
                 owner_name, _, attr = target.rpartition(".")
                 owner = modules[owner_name]
-                setattr(owner, attr, handler(getattr(owner, attr), sorted(idxs)))
+                setattr(owner, attr, handler(getattr(owner, attr), idxs))
             else:
-                handler(modules[target], sorted(idxs))
+                handler(modules[target], idxs)
         return model
 
     def predict_macs(self, pruned: Mapping[str, np.ndarray]) -> float:
@@ -370,27 +350,3 @@ class PruningGraph:
         modules = dict((model or self.model).named_modules())
         names = set(self.kept_whole) | ({self.output_layer} if self.output_layer else set())
         return [modules[n] for n in sorted(names) if n in modules]
-
-
-def _shared_copy(model: nn.Module, make: Callable[[torch.Tensor], torch.Tensor] | None = None) -> nn.Module:
-    """A structural copy of ``model`` whose parameters and buffers are ``make(t)`` (default: the same tensors)."""
-    memo: dict[int, object] = {}
-    for p in model.parameters():
-        memo[id(p)] = p if make is None else nn.Parameter(make(p), requires_grad=p.requires_grad)
-    for b in model.buffers():
-        memo[id(b)] = b if make is None else make(b)
-    return copy.deepcopy(model, memo)
-
-
-def _own_tensors(model: nn.Module, shared: set[int]) -> None:
-    """Replace every tensor of ``model`` that is still one of ``shared`` by a clone (ties stay tied)."""
-    clones: dict[int, torch.Tensor] = {}
-    for mod in model.modules():
-        for store, as_param in ((mod._parameters, True), (mod._buffers, False)):
-            for key, t in list(store.items()):
-                if t is None or id(t) not in shared:
-                    continue
-                if id(t) not in clones:
-                    data = t.detach().clone()
-                    clones[id(t)] = nn.Parameter(data, requires_grad=t.requires_grad) if as_param else data
-                store[key] = clones[id(t)]

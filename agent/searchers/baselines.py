@@ -10,8 +10,9 @@ import torch
 import torch_pruning as tp
 
 from ..constraints import Constraints
-from ..errors import UserInputError
+from ..errors import UserInputError, user_error
 from ..policy import Policy
+from ..pruning.dependency import barrier_aware
 from ..session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession
 from .base import Searcher
 
@@ -114,12 +115,16 @@ def global_pruning_ratios(session: SearchSession, pruning_ratio: float) -> dict[
     modules = dict(model.named_modules())
     scores = engine.importance(session.config.importance, session.settings)
     unit_of_root = {root: unit for unit, root in graph.root_of.items()}
-    ignored = [modules[graph.output_layer]] if graph.output_layer else []
-    pruner = tp.pruner.BasePruner(
-        model, session.task.example_input(), importance=_CachedImportance(scores, unit_of_root, name_of),
-        global_pruning=True, pruning_ratio=pruning_ratio, max_pruning_ratio=session.config.max_ratio,
-        ignored_layers=ignored, round_to=session.config.round_to)
-    pruner.step()
+    try:  # Torch-Pruning's own pruner, kept off the groups PrunePilot keeps whole (barriers, --ignore-layers)
+        with barrier_aware():
+            pruner = tp.pruner.BasePruner(
+                model, session.task.example_input(), importance=_CachedImportance(scores, unit_of_root, name_of),
+                global_pruning=True, pruning_ratio=pruning_ratio, max_pruning_ratio=session.config.max_ratio,
+                ignored_layers=graph.ignored_modules(model), round_to=session.config.round_to)
+            pruner.step()
+    except Exception as exc:  # noqa: BLE001 - a whole-run phase of this method: one line, exit 2
+        raise user_error("Torch-Pruning's global pruner fails on this model:", f"{type(exc).__name__}: {exc}",
+                         "use --method uniform, greedy, knapsack or optuna (PrunePilot's own graph handles it)") from exc
     # Torch-Pruning refuses a group whose every channel falls under the global threshold (it would vanish);
     # such a unit is as unimportant as it gets, so it is pruned at the cap instead of left whole.
     normed = {u: s / s.mean().clamp_min(1e-12) for u, s in scores.items()}
