@@ -113,7 +113,7 @@ class PruningGraph:
 
             blocked = blocking_units(self)
             for name, reason in blocked.items():
-                self.kept_whole[self.root_of[name]] = f"pruning it breaks the model's forward ({reason})"
+                self.kept_whole[name] = f"pruning it breaks the model's forward ({reason})"
             self.drop_units(set(blocked))
 
     # ------------------------------------------------------------------ analysis

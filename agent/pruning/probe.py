@@ -37,14 +37,9 @@ def _runner(graph: PruningGraph) -> Callable[[dict[str, np.ndarray]], str | None
 
 
 def _plan(graph: PruningGraph, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Keep one element per group of each unit: every width the units control at its smallest."""
-    plan = {}
-    for name in names:
-        unit = graph.unit_by_name[name]
-        g = unit.channel_groups
-        size = unit.channels // g
-        plan[name] = np.sort(np.concatenate([np.arange(size - 1) + k * size for k in range(g)]))
-    return plan
+    """Every unit pruned as far as :meth:`PruningGraph.select` ever goes: one element per group and layer left."""
+    scores = {n: torch.arange(graph.unit_by_name[n].channels, dtype=torch.float32) for n in names}
+    return graph.select(scores, dict.fromkeys(names, 1.0 - 1e-9))
 
 
 def blocking_units(graph: PruningGraph) -> dict[str, str]:

@@ -188,3 +188,35 @@ class HardCodedWidth(nn.Module):
 def hard_coded_width(input_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
     """Factory: :class:`HardCodedWidth`."""
     return HardCodedWidth(input_shape, num_classes)
+
+
+class OnlyHardCoded(nn.Module):
+    """Nothing prunable: the one hidden width is hard-coded in ``forward`` (the search must refuse it up front)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int = 10) -> None:
+        super().__init__()
+        self.embed = nn.Conv1d(input_shape[0], 8, 4, stride=4)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x).reshape(x.shape[0], 8, -1).mean(-1))
+
+
+def only_hard_coded(input_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
+    """Factory: :class:`OnlyHardCoded`."""
+    return OnlyHardCoded(input_shape, num_classes)
+
+
+class OddWidthBug(nn.Module):
+    """A forward that raises only at one particular width (a user's bug that only some candidates hit)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(input_shape[0], 16, 3, padding=1)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        if x.shape[1] == 8:
+            raise RuntimeError("this model cannot run with exactly 8 channels")
+        return self.head(x.mean(-1))
