@@ -220,3 +220,8 @@ class OddWidthBug(nn.Module):
         if x.shape[1] == 8:
             raise RuntimeError("this model cannot run with exactly 8 channels")
         return self.head(x.mean(-1))
+
+
+def odd_width_bug(input_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
+    """Factory: :class:`OddWidthBug`."""
+    return OddWidthBug(input_shape, num_classes)
