@@ -5,6 +5,7 @@ Examples:
     python scripts/benchmark.py lut --models cnn1d,tv:resnet18,tv:mobilenet_v2 --batch 1
     python scripts/benchmark.py quality --tasks default --targets flops=0.3,flops=0.5,flops=0.7,latency=0.6
     python scripts/benchmark.py scaling --trials 16 --concurrency 1,2
+    python scripts/benchmark.py paired --tasks mnist1d-hard,resnet-digits,mobile-digits --seeds 0,1,2
     python scripts/benchmark.py smoke            # seconds; what CI runs
 
 Each run prints a markdown table and writes CSV next to it (``--out``, default ``bench/``).
@@ -47,6 +48,20 @@ def _emit(rows: list[dict[str, object]], out: Path, name: str) -> None:
     print(text)
 
 
+def _paired(args: argparse.Namespace, out: Path) -> None:
+    from bench_paired import best_recovery, headroom, run_grid, summarise
+
+    raw = run_grid(args.tasks.split(","), [float(b) for b in args.budgets.split(",")], args.methods.split(","),
+                   [int(s) for s in args.seeds.split(",")], out=out / "runs", trials=args.trials,
+                   episodes=args.episodes, final_epochs=args.final_epochs, train_epochs=args.train_epochs,
+                   reuse=args.reuse)
+    _emit(raw, out, "paired_raw")
+    summary = summarise(raw)
+    _emit([{k: v for k, v in r.items() if not k.startswith("_")} for r in summary], out, "paired")
+    _emit(headroom(summary), out, "paired_headroom")
+    _emit(best_recovery(summary), out, "paired_best")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -75,6 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--finetune-steps", type=int, default=150)
     sc.add_argument("--concurrency", default="1,2")
     sc.add_argument("--gpus-per-trial", type=float, default=0.0)
+    pq = sub.add_parser("paired", help="seeded, paired quality on the headroom tasks: intervals, verdicts, recovery")
+    pq.add_argument("--tasks", default="mnist1d-hard,resnet-digits,mobile-digits")
+    pq.add_argument("--budgets", default="0.5,0.3,0.15", help="FLOPs targets (ratio of dense)")
+    pq.add_argument("--methods", default="uniform,global,global-taylor,greedy,optuna")
+    pq.add_argument("--seeds", default="0,1,2", help="search and fine-tune seeds (>= 2 for an interval)")
+    pq.add_argument("--trials", type=int, default=16)
+    pq.add_argument("--episodes", type=int, default=30)
+    pq.add_argument("--final-epochs", type=float, default=1.0)
+    pq.add_argument("--train-epochs", type=int, default=None, help="override each task's dense training epochs")
+    pq.add_argument("--reuse", action="store_true", help="keep finished runs (their row.json) under --out/runs")
     sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
     for s in sub.choices.values():
         s.add_argument("--out", default="bench")
@@ -103,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = scaling(out=out / "runs", trials=args.trials, finetune_steps=args.finetune_steps,
                        concurrencies=[int(c) for c in args.concurrency.split(",")], gpus_per_trial=args.gpus_per_trial)
         _emit(rows, out, "scaling")
+    elif args.cmd == "paired":
+        _paired(args, out)
     else:
         from bench_latency import flops_vs_latency, table_accuracy
         from bench_quality import quality

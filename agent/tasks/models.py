@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import user_error
+from .bench_models import BENCH_MODELS
 
 __all__ = ["MODELS", "build_model", "model_names", "check_model_spec", "CNN1D", "MLP", "LeNet", "CifarResNet"]
 
@@ -150,6 +151,7 @@ MODELS: dict[str, ModelFactory] = {
     "lenet": lambda shape, k: LeNet(in_channels=shape[0], num_classes=k),
     "resnet20": lambda shape, k: CifarResNet(20, in_channels=shape[0], num_classes=k),
     "resnet56": lambda shape, k: CifarResNet(56, in_channels=shape[0], num_classes=k),
+    **BENCH_MODELS,
 }
 """Registry of built-in models: name -> ``factory(input_shape, num_classes)``."""
 
