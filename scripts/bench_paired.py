@@ -71,8 +71,10 @@ def verdict(mean: float, half: float) -> str:
 
 def run_grid(tasks: Sequence[str], budgets: Sequence[float], methods: Sequence[str], seeds: Sequence[int], *,
              out: Path, trials: int, episodes: int, final_epochs: float, train_epochs: int | None = None,
-             reuse: bool = False) -> list[dict[str, object]]:
+             reuse: bool = False, headroom_budgets: Sequence[float] = ()) -> list[dict[str, object]]:
     """Run every (task, budget, seed, method) search with the common final fine-tune; one raw row each.
+
+    At ``headroom_budgets`` only ``uniform`` runs (to document how much uniform pruning loses there).
 
     Each finished run's row is also written to ``row.json`` in its run directory; with ``reuse`` a run whose
     ``row.json`` exists is not repeated (an interrupted grid continues where it stopped).
@@ -83,9 +85,10 @@ def run_grid(tasks: Sequence[str], budgets: Sequence[float], methods: Sequence[s
         if train_epochs is not None:
             spec["train_epochs"] = train_epochs
         task = build_task(**spec)
-        for budget in budgets:
+        grid = [(b, list(methods)) for b in budgets] + [(b, ["uniform"]) for b in headroom_budgets if b not in budgets]
+        for budget, budget_methods in grid:
             for seed in seeds:
-                for name in methods:
+                for name in budget_methods:
                     entry = METHODS[name]
                     options = dict(entry.get("options", {}))
                     if entry["method"] == "rl":

@@ -49,12 +49,15 @@ def _emit(rows: list[dict[str, object]], out: Path, name: str) -> None:
 
 
 def _paired(args: argparse.Namespace, out: Path) -> None:
+    import torch
     from bench_paired import best_recovery, headroom, run_grid, summarise
 
-    raw = run_grid(args.tasks.split(","), [float(b) for b in args.budgets.split(",")], args.methods.split(","),
+    torch.set_num_threads(args.threads)
+    floats = lambda text: [float(b) for b in text.split(",") if b]  # noqa: E731
+    raw = run_grid(args.tasks.split(","), floats(args.budgets), args.methods.split(","),
                    [int(s) for s in args.seeds.split(",")], out=out / "runs", trials=args.trials,
                    episodes=args.episodes, final_epochs=args.final_epochs, train_epochs=args.train_epochs,
-                   reuse=args.reuse)
+                   reuse=args.reuse, headroom_budgets=floats(args.headroom_budgets))
     _emit(raw, out, "paired_raw")
     summary = summarise(raw)
     _emit([{k: v for k, v in r.items() if not k.startswith("_")} for r in summary], out, "paired")
@@ -92,12 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--gpus-per-trial", type=float, default=0.0)
     pq = sub.add_parser("paired", help="seeded, paired quality on the headroom tasks: intervals, verdicts, recovery")
     pq.add_argument("--tasks", default="mnist1d-hard,resnet-digits,mobile-digits")
-    pq.add_argument("--budgets", default="0.5,0.3,0.15", help="FLOPs targets (ratio of dense)")
+    pq.add_argument("--budgets", default="0.3,0.15", help="FLOPs targets (ratio of dense) where every method runs")
+    pq.add_argument("--headroom-budgets", default="0.5", help="extra FLOPs targets where only uniform runs")
+    pq.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     pq.add_argument("--methods", default="uniform,global,global-taylor,greedy,optuna")
     pq.add_argument("--seeds", default="0,1,2", help="search and fine-tune seeds (>= 2 for an interval)")
-    pq.add_argument("--trials", type=int, default=16)
+    pq.add_argument("--trials", type=int, default=12)
     pq.add_argument("--episodes", type=int, default=30)
-    pq.add_argument("--final-epochs", type=float, default=1.0)
+    pq.add_argument("--final-epochs", type=float, default=0.5, help="the common final fine-tune of every method")
     pq.add_argument("--train-epochs", type=int, default=None, help="override each task's dense training epochs")
     pq.add_argument("--reuse", action="store_true", help="keep finished runs (their row.json) under --out/runs")
     sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
