@@ -85,51 +85,53 @@ def run_grid(tasks: Sequence[str], budgets: Sequence[float], methods: Sequence[s
         if train_epochs is not None:
             spec["train_epochs"] = train_epochs
         task = build_task(**spec)
-        grid = [(b, list(methods)) for b in budgets] + [(b, ["uniform"]) for b in headroom_budgets if b not in budgets]
-        for budget, budget_methods in grid:
+        # uniform first at every budget, then one method at a time: an interrupted grid has whole methods
+        every = [*budgets, *(b for b in headroom_budgets if b not in budgets)]
+        jobs = [(b, "uniform") for b in every if "uniform" in methods or b not in budgets]
+        jobs += [(b, m) for b in budgets for m in methods if m != "uniform"]
+        for budget, name in jobs:
             for seed in seeds:
-                for name in budget_methods:
-                    entry = METHODS[name]
-                    options = dict(entry.get("options", {}))
-                    if entry["method"] == "rl":
-                        options["episodes"] = episodes
-                    settings = EvalSettings(seed=seed, measure_latency=False)
-                    config = SearchConfig(method=entry["method"], seed=seed, importance=entry.get("importance", "l2"),
-                                          trials=episodes if entry["method"] == "rl" else trials, options=options)
-                    run_dir = out / task_name / f"flops{budget:g}" / f"seed{seed}" / name
-                    key = {"trials": trials, "episodes": episodes, "final_epochs": final_epochs,
-                           "fingerprint": task.fingerprint}
-                    done = run_dir / "row.json"
-                    if reuse and done.exists() and json.loads(done.read_text()).get("key") == key:
-                        rows.append(json.loads(done.read_text())["row"])
-                        continue
-                    t0 = time.perf_counter()
-                    try:
-                        outcome = run_search(task=task, out_dir=run_dir, constraints=Constraints(flops_target=budget),
-                                             settings=settings, config=config, overwrite=True, latency_model=False,
-                                             final=FinalTuneConfig(epochs=final_epochs))
-                    except Exception as exc:  # noqa: BLE001 - a benchmark row records the failure and goes on
-                        rows.append({"task": task_name, "budget": budget, "seed": seed, "method": name,
-                                     "error": str(exc)[:200]})
-                        print(rows[-1], flush=True)
-                        continue
-                    wall = time.perf_counter() - t0
-                    s = outcome.summary
-                    best, final = s.get("best") or {}, s.get("final") or {}
-                    tune_s = float(final.get("wall_s") or 0.0)
-                    rows.append({
-                        "task": task_name, "model": spec["model"], "dataset": spec["dataset"],
-                        "test_samples": len(task.data.test), "budget": budget, "seed": seed, "method": name,
-                        "feasible": bool(s.get("feasible")),
-                        "dense_test_acc": round(float(final.get("dense_test_accuracy", float("nan"))), 3),
-                        "test_acc": round(float(final.get("test_accuracy", float("nan"))), 3),
-                        "flops_ratio": round(float(best.get("flops_ratio", float("nan"))), 4),
-                        "evals": len(ResultLog.open(run_dir / "results.csv", resume=True).rows),
-                        "search_s": round(wall - tune_s, 1), "finetune_s": round(tune_s, 1),
-                        "finetune_steps": final.get("steps", 0),
-                    })
-                    atomic_write_json(done, {"key": key, "row": rows[-1]})
+                entry = METHODS[name]
+                options = dict(entry.get("options", {}))
+                if entry["method"] == "rl":
+                    options["episodes"] = episodes
+                settings = EvalSettings(seed=seed, measure_latency=False)
+                config = SearchConfig(method=entry["method"], seed=seed, importance=entry.get("importance", "l2"),
+                                      trials=episodes if entry["method"] == "rl" else trials, options=options)
+                run_dir = out / task_name / f"flops{budget:g}" / f"seed{seed}" / name
+                key = {"trials": trials, "episodes": episodes, "final_epochs": final_epochs,
+                       "fingerprint": task.fingerprint}
+                done = run_dir / "row.json"
+                if reuse and done.exists() and json.loads(done.read_text()).get("key") == key:
+                    rows.append(json.loads(done.read_text())["row"])
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    outcome = run_search(task=task, out_dir=run_dir, constraints=Constraints(flops_target=budget),
+                                         settings=settings, config=config, overwrite=True, latency_model=False,
+                                         final=FinalTuneConfig(epochs=final_epochs))
+                except Exception as exc:  # noqa: BLE001 - a benchmark row records the failure and goes on
+                    rows.append({"task": task_name, "budget": budget, "seed": seed, "method": name,
+                                 "error": str(exc)[:200]})
                     print(rows[-1], flush=True)
+                    continue
+                wall = time.perf_counter() - t0
+                s = outcome.summary
+                best, final = s.get("best") or {}, s.get("final") or {}
+                tune_s = float(final.get("wall_s") or 0.0)
+                rows.append({
+                    "task": task_name, "model": spec["model"], "dataset": spec["dataset"],
+                    "test_samples": len(task.data.test), "budget": budget, "seed": seed, "method": name,
+                    "feasible": bool(s.get("feasible")),
+                    "dense_test_acc": round(float(final.get("dense_test_accuracy", float("nan"))), 3),
+                    "test_acc": round(float(final.get("test_accuracy", float("nan"))), 3),
+                    "flops_ratio": round(float(best.get("flops_ratio", float("nan"))), 4),
+                    "evals": len(ResultLog.open(run_dir / "results.csv", resume=True).rows),
+                    "search_s": round(wall - tune_s, 1), "finetune_s": round(tune_s, 1),
+                    "finetune_steps": final.get("steps", 0),
+                })
+                atomic_write_json(done, {"key": key, "row": rows[-1]})
+                print(rows[-1], flush=True)
     return rows
 
 

@@ -23,13 +23,13 @@ from .datasets import DataSplits, _split_train_val, cache_dir
 
 __all__ = ["BENCH_DATASETS", "MNIST1D_HARD", "DIGITS_AUG"]
 
-MNIST1D_HARD = {"num_samples": 25000, "iid_noise_scale": 0.05, "corr_noise_scale": 0.4, "shear_scale": 0.9,
-                "scale_coeff": 0.5}
+MNIST1D_HARD = {"num_samples": 25000, "iid_noise_scale": 0.03, "corr_noise_scale": 0.32, "shear_scale": 0.8,
+                "scale_coeff": 0.45}
 """MNIST-1D generator settings of ``mnist1d-hard`` (20,000 train+val / 5,000 test); the rest are mnist1d's
 defaults (iid 0.02, correlated 0.25, shear 0.75, scale 0.4 at the easy end)."""
 
-DIGITS_AUG = {"size": 16, "train": 14000, "test": 5000, "test_sources": 0.3, "rotate_deg": 18.0,
-              "scale": (0.8, 1.15), "shear": 0.25, "shift_px": 2.0, "noise": 0.25, "blur": 0.7}
+DIGITS_AUG = {"size": 16, "train": 14000, "test": 5000, "test_sources": 0.3, "rotate_deg": 12.0,
+              "scale": (0.85, 1.1), "shear": 0.15, "shift_px": 1.5, "noise": 0.15, "blur": 0.5}
 """Generator settings of ``digits-aug``: image size, image counts, share of source digits held out for the test
 split, augmentation ranges (rotation, scale, shear, shift in pixels, Gaussian pixel noise, blur probability)."""
 
