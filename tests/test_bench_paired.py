@@ -61,7 +61,7 @@ def test_failed_runs_are_left_out_of_the_pairs():
 
 def test_paired_command_tiny_run_writes_every_table(tmp_path, tiny_task):
     cmd = [sys.executable, "scripts/benchmark.py", "paired", "--tasks", "default", "--budgets", "0.5",
-           "--methods", "uniform,global,greedy", "--seeds", "0,1", "--trials", "2", "--final-epochs", "0.05",
+           "--methods", "uniform,global,global-taylor", "--seeds", "0,1", "--trials", "2", "--final-epochs", "0.05",
            "--headroom-budgets", "", "--out", str(tmp_path)]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                        env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -70,12 +70,12 @@ def test_paired_command_tiny_run_writes_every_table(tmp_path, tiny_task):
     assert len(raw) == 6 and all(float(x["flops_ratio"]) <= 0.5 for x in raw)
     assert len({x["dense_test_acc"] for x in raw}) == 1, "one dense model for every run"
     by = {(x["method"], x["seed"]): x for x in raw}
-    assert by[("uniform", "0")]["finetune_steps"] == by[("greedy", "0")]["finetune_steps"] != "0"
+    assert by[("uniform", "0")]["finetune_steps"] == by[("global-taylor", "0")]["finetune_steps"] != "0"
     summary = {x["method"]: x for x in csv.DictReader(open(tmp_path / "paired.csv"))}
-    assert set(summary) == {"uniform", "global", "greedy"}
-    assert "±" in summary["greedy"]["test_acc"] and "(" in summary["greedy"]["vs_global"]
-    for name in ("paired_headroom", "paired_best"):
-        assert (tmp_path / f"{name}.md").read_text().count("|") > 4
+    assert set(summary) == {"uniform", "global", "global-taylor"}
+    assert "±" in summary["global-taylor"]["test_acc"] and "(" in summary["global-taylor"]["vs_global"]
+    assert (tmp_path / "paired_headroom.md").read_text().count("|") > 4
+    assert "(no rows)" in (tmp_path / "paired_best.md").read_text(), "references are never the best searcher"
     # a second run with --reuse repeats nothing
     r2 = subprocess.run(cmd + ["--reuse"], cwd=REPO, capture_output=True, text=True, timeout=600,
                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
