@@ -201,5 +201,5 @@ def headroom(summary: Sequence[dict[str, object]]) -> list[dict[str, object]]:
             continue
         row = tasks.setdefault(str(r["task"]), {"task": r["task"], "dense_acc": r["dense_acc"]})
         row[f"uniform_loss@{float(r['budget']):g}"] = r["loss_vs_dense"]  # type: ignore[arg-type]
-    ordered = lambda row: sorted(row, key=lambda k: -float(k.split("@")[1]) if "@" in k else 1.0)  # noqa: E731
+    ordered = lambda row: sorted(row, key=lambda k: -float(k.split("@")[1]) if "@" in k else -2.0)  # noqa: E731
     return [{k: row[k] for k in ordered(row)} for row in tasks.values()]

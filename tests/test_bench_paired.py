@@ -49,6 +49,7 @@ def test_pairing_resolves_what_unpaired_intervals_cannot():
     assert rows["greedy"]["recovered"].startswith(f"{share:.2f} ± ")
     best = best_recovery(list(rows.values()))
     assert [b["best"] for b in best] == ["greedy"], "references are not searchers"
+    assert list(headroom(list(rows.values()))[0]) == ["task", "dense_acc", "uniform_loss@0.3"]
     assert headroom(list(rows.values()))[0]["uniform_loss@0.3"].startswith("7.00 ± ")
 
 
