@@ -229,8 +229,9 @@ def load_dataset(name: str, *, data_root: str | None = None, download: bool = Fa
     """Load a dataset by name.
 
     Args:
-        name: ``mnist1d`` (default, offline), ``digits`` (offline), ``mnist``, ``fashion-mnist``, ``cifar10``
-            (local ``data_root``) or ``imagefolder:PATH``.
+        name: ``mnist1d`` (default, offline), ``digits`` / ``digits32`` (offline), the benchmark datasets
+            ``mnist1d-hard`` and ``digits-aug`` (offline, :mod:`agent.tasks.bench_data`), ``mnist``,
+            ``fashion-mnist``, ``cifar10`` (local ``data_root``) or ``imagefolder:PATH``.
         data_root: Local directory holding torchvision datasets.
         download: Allow torchvision to download into ``data_root``.
         seed: Seed of the generator and of the train/val split.

@@ -1,6 +1,7 @@
 """Built-in model zoo and model-spec parsing.
 
-A *model spec* is a string: a built-in name (``cnn1d``, ``mlp``, ``lenet``, ``resnet20``, ``resnet56``),
+A *model spec* is a string: a built-in name (``cnn1d``, ``mlp``, ``lenet``, ``resnet20``, ``resnet56``, and the
+benchmark models ``rescnn1d``, ``resnet-s``, ``mobilenet-s`` of :mod:`agent.tasks.bench_models`),
 ``tv:<name>`` for any torchvision classification model, or ``package.module:factory`` for a user model.
 Every factory takes the per-sample input shape and the number of classes.
 """
