@@ -6,6 +6,7 @@ Examples:
     python scripts/benchmark.py quality --tasks default --targets flops=0.3,flops=0.5,flops=0.7,latency=0.6
     python scripts/benchmark.py scaling --trials 16 --concurrency 1,2
     python scripts/benchmark.py load --method greedy --latency-target 0.6 --threads 1
+    python scripts/benchmark.py paired --tasks mnist1d-hard,resnet-digits,mobile-digits --seeds 0,1,2
     python scripts/benchmark.py smoke            # seconds; what CI runs
 
 Each run prints a markdown table and writes CSV next to it (``--out``, default ``bench/``).
@@ -48,6 +49,23 @@ def _emit(rows: list[dict[str, object]], out: Path, name: str) -> None:
     print(text)
 
 
+def _paired(args: argparse.Namespace, out: Path) -> None:
+    import torch
+    from bench_paired import best_recovery, headroom, run_grid, summarise
+
+    torch.set_num_threads(args.threads)
+    floats = lambda text: [float(b) for b in text.split(",") if b]  # noqa: E731
+    raw = run_grid(args.tasks.split(","), floats(args.budgets), args.methods.split(","),
+                   [int(s) for s in args.seeds.split(",")], out=out / "runs", trials=args.trials,
+                   episodes=args.episodes, final_epochs=args.final_epochs, train_epochs=args.train_epochs,
+                   reuse=args.reuse, headroom_budgets=floats(args.headroom_budgets))
+    _emit(raw, out, "paired_raw")
+    summary = summarise(raw)
+    _emit([{k: v for k, v in r.items() if not k.startswith("_")} for r in summary], out, "paired")
+    _emit(headroom(summary), out, "paired_headroom")
+    _emit(best_recovery(summary), out, "paired_best")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -82,6 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     ld.add_argument("--threads", type=int, default=1)
     ld.add_argument("--latency-batch", type=int, default=64)
     ld.add_argument("--trials", type=int, default=None)
+    pq = sub.add_parser("paired", help="seeded, paired quality on the headroom tasks: intervals, verdicts, recovery")
+    pq.add_argument("--tasks", default="mnist1d-hard,resnet-digits,mobile-digits")
+    pq.add_argument("--budgets", default="0.3,0.15", help="FLOPs targets (ratio of dense) where every method runs")
+    pq.add_argument("--headroom-budgets", default="0.5", help="extra FLOPs targets where only uniform runs")
+    pq.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    pq.add_argument("--methods", default="uniform,global,global-taylor,greedy,optuna")
+    pq.add_argument("--seeds", default="0,1,2", help="search and fine-tune seeds (>= 2 for an interval)")
+    pq.add_argument("--trials", type=int, default=12)
+    pq.add_argument("--episodes", type=int, default=30)
+    pq.add_argument("--final-epochs", type=float, default=0.5, help="the common final fine-tune of every method")
+    pq.add_argument("--train-epochs", type=int, default=None, help="override each task's dense training epochs")
+    pq.add_argument("--reuse", action="store_true", help="keep finished runs (their row.json) under --out/runs")
     sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
     for s in sub.choices.values():
         s.add_argument("--out", default="bench")
@@ -116,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--trials", str(args.trials)] if args.trials else []
         _emit(under_load(out=out / "runs-load", method=args.method, target=args.latency_target, threads=args.threads,
                          batch=args.latency_batch, extra=extra), out, "load")
+    elif args.cmd == "paired":
+        _paired(args, out)
     else:
         from bench_latency import flops_vs_latency, table_accuracy
         from bench_quality import quality

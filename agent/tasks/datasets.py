@@ -189,6 +189,17 @@ def _imagefolder(path: str, *, data_root: str | None, download: bool, seed: int,
     return DataSplits(f"imagefolder:{path}", train, val, test, (3, image_size, image_size), len(full.classes))
 
 
+def _bench(name: str) -> Callable[..., DataSplits]:
+    """A benchmark dataset of :mod:`agent.tasks.bench_data` (imported when first loaded)."""
+
+    def build(**kwargs: object) -> DataSplits:
+        from .bench_data import BENCH_DATASETS
+
+        return BENCH_DATASETS[name](**kwargs)
+
+    return build
+
+
 DATASETS: dict[str, Callable[..., DataSplits]] = {
     "mnist1d": _mnist1d,
     "digits": _digits,
@@ -196,6 +207,8 @@ DATASETS: dict[str, Callable[..., DataSplits]] = {
     "mnist": _vision("mnist"),
     "fashion-mnist": _vision("fashion-mnist"),
     "cifar10": _vision("cifar10"),
+    "mnist1d-hard": _bench("mnist1d-hard"),
+    "digits-aug": _bench("digits-aug"),
 }
 """Registry of built-in datasets; ``imagefolder:PATH`` is handled by :func:`load_dataset`."""
 
@@ -216,8 +229,9 @@ def load_dataset(name: str, *, data_root: str | None = None, download: bool = Fa
     """Load a dataset by name.
 
     Args:
-        name: ``mnist1d`` (default, offline), ``digits`` (offline), ``mnist``, ``fashion-mnist``, ``cifar10``
-            (local ``data_root``) or ``imagefolder:PATH``.
+        name: ``mnist1d`` (default, offline), ``digits`` / ``digits32`` (offline), the benchmark datasets
+            ``mnist1d-hard`` and ``digits-aug`` (offline, :mod:`agent.tasks.bench_data`), ``mnist``,
+            ``fashion-mnist``, ``cifar10`` (local ``data_root``) or ``imagefolder:PATH``.
         data_root: Local directory holding torchvision datasets.
         download: Allow torchvision to download into ``data_root``.
         seed: Seed of the generator and of the train/val split.

@@ -1,6 +1,7 @@
 """Built-in model zoo and model-spec parsing.
 
-A *model spec* is a string: a built-in name (``cnn1d``, ``mlp``, ``lenet``, ``resnet20``, ``resnet56``),
+A *model spec* is a string: a built-in name (``cnn1d``, ``mlp``, ``lenet``, ``resnet20``, ``resnet56``, and the
+benchmark models ``rescnn1d``, ``resnet-s``, ``mobilenet-s`` of :mod:`agent.tasks.bench_models`),
 ``tv:<name>`` for any torchvision classification model, or ``package.module:factory`` for a user model.
 Every factory takes the per-sample input shape and the number of classes.
 """
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import user_error
+from .bench_models import BENCH_MODELS
 
 __all__ = ["MODELS", "build_model", "model_names", "check_model_spec", "CNN1D", "MLP", "LeNet", "CifarResNet"]
 
@@ -152,6 +154,7 @@ MODELS: dict[str, ModelFactory] = {
     "lenet": lambda shape, k: LeNet(in_channels=shape[0], num_classes=k),
     "resnet20": lambda shape, k: CifarResNet(20, in_channels=shape[0], num_classes=k),
     "resnet56": lambda shape, k: CifarResNet(56, in_channels=shape[0], num_classes=k),
+    **BENCH_MODELS,
 }
 """Registry of built-in models: name -> ``factory(input_shape, num_classes)``."""
 
