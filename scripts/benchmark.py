@@ -7,6 +7,7 @@ Examples:
     python scripts/benchmark.py scaling --trials 16 --concurrency 1,2
     python scripts/benchmark.py load --method greedy --latency-target 0.6 --threads 1
     python scripts/benchmark.py paired --tasks mnist1d-hard,resnet-digits,mobile-digits --seeds 0,1,2
+    python scripts/benchmark.py zoo              # every torchvision model: graph vs Torch-Pruning alone
     python scripts/benchmark.py smoke            # seconds; what CI runs
 
 Each run prints a markdown table and writes CSV next to it (``--out``, default ``bench/``).
@@ -112,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     pq.add_argument("--final-epochs", type=float, default=0.5, help="the common final fine-tune of every method")
     pq.add_argument("--train-epochs", type=int, default=None, help="override each task's dense training epochs")
     pq.add_argument("--reuse", action="store_true", help="keep finished runs (their row.json) under --out/runs")
+    zo = sub.add_parser("zoo", help="every torchvision classification model: PrunePilot's graph vs Torch-Pruning alone")
+    zo.add_argument("--models", default=None, help="comma-separated torchvision names (default: the 63-model sweep)")
+    zo.add_argument("--ratio", type=float, default=0.5)
+    zo.add_argument("--mem-gb", type=float, default=6.0, help="address-space cap of each side")
+    zo.add_argument("--timeout", type=float, default=300.0, help="seconds each side may take")
     sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
     for s in sub.choices.values():
         s.add_argument("--out", default="bench")
@@ -146,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--trials", str(args.trials)] if args.trials else []
         _emit(under_load(out=out / "runs-load", method=args.method, target=args.latency_target, threads=args.threads,
                          batch=args.latency_batch, extra=extra), out, "load")
+    elif args.cmd == "zoo":
+        from bench_zoo import zoo, zoo_models
+
+        models = args.models.split(",") if args.models else zoo_models()
+        _emit(zoo(models, ratio=args.ratio, timeout_s=args.timeout, mem_gb=args.mem_gb), out, "zoo")
     elif args.cmd == "paired":
         _paired(args, out)
     else:
