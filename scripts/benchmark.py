@@ -5,6 +5,7 @@ Examples:
     python scripts/benchmark.py lut --models cnn1d,tv:resnet18,tv:mobilenet_v2 --batch 1
     python scripts/benchmark.py quality --tasks default --targets flops=0.3,flops=0.5,flops=0.7,latency=0.6
     python scripts/benchmark.py scaling --trials 16 --concurrency 1,2
+    python scripts/benchmark.py workers --trials 16 --workers 1,2   # one Optuna study in PostgreSQL
     python scripts/benchmark.py smoke            # seconds; what CI runs
 
 Each run prints a markdown table and writes CSV next to it (``--out``, default ``bench/``).
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--finetune-steps", type=int, default=150)
     sc.add_argument("--concurrency", default="1,2")
     sc.add_argument("--gpus-per-trial", type=float, default=0.0)
+    wk = sub.add_parser("workers", help="one Optuna study in PostgreSQL: same N evaluations by 1 vs K workers")
+    wk.add_argument("--trials", type=int, default=16)
+    wk.add_argument("--finetune-steps", type=int, default=100)
+    wk.add_argument("--workers", default="1,2")
+    wk.add_argument("--storage", default=None, help="PostgreSQL URL (default: a throwaway server on 127.0.0.1)")
     sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
     for s in sub.choices.values():
         s.add_argument("--out", default="bench")
@@ -103,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = scaling(out=out / "runs", trials=args.trials, finetune_steps=args.finetune_steps,
                        concurrencies=[int(c) for c in args.concurrency.split(",")], gpus_per_trial=args.gpus_per_trial)
         _emit(rows, out, "scaling")
+    elif args.cmd == "workers":
+        from bench_workers import workers
+
+        rows = workers(out=out / "runs", trials=args.trials, finetune_steps=args.finetune_steps,
+                       counts=[int(c) for c in args.workers.split(",")], storage=args.storage)
+        _emit(rows, out, "workers")
     else:
         from bench_latency import flops_vs_latency, table_accuracy
         from bench_quality import quality
