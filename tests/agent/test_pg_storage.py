@@ -52,11 +52,12 @@ def test_a_plain_postgresql_url_runs_on_psycopg3(pg_url, tmp_path):
         study.enqueue_trial({"x": 0.25})
         trial = study.ask()
         study.tell(trial, trial.suggest_float("x", 0, 1))
-    assert study._storage.engine.dialect.driver == "psycopg"
+    assert study._storage._backend.engine.dialect.driver == "psycopg"  # psycopg 3, not psycopg2
     again = optuna.load_study(study_name=name, storage=pg_url)  # another connection sees it
     assert [t.value for t in again.trials] == [0.25]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_silent_running_trial_is_failed_by_the_heartbeat_and_requeued(pg_url, tmp_path):
     name = f"beat-{uuid.uuid4().hex[:8]}"
     with quiet_optuna():
@@ -77,18 +78,18 @@ def test_a_silent_running_trial_is_failed_by_the_heartbeat_and_requeued(pg_url, 
 
 
 def test_two_workers_one_killed_and_resumed_share_one_study(pg_url, tmp_path, tiny_checkpoint):
-    trials, name = 8, f"shared-{uuid.uuid4().hex[:8]}"
+    trials, name = 10, f"shared-{uuid.uuid4().hex[:8]}"
     outs = {w: tmp_path / w for w in ("a", "b")}
 
     def args(w):
         return ["search", "--method", "optuna", "--checkpoint", str(tiny_checkpoint), "--trials", str(trials),
                 "--no-latency", "--final-epochs", "0", "--quiet", "--storage", _plain(pg_url), "--study-name", name,
-                "--heartbeat", "1", "--out", str(outs[w])]
+                "--heartbeat", "1", "--out", str(outs[w]), *(["--no-warm-start"] if w == "b" else [])]
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 
     def spawn(w, *extra):
-        return subprocess.Popen([sys.executable, "-c", SLOW_MAIN, "0.8", *args(w), *extra], cwd=REPO, env=env,
+        return subprocess.Popen([sys.executable, "-c", SLOW_MAIN, "1.0", *args(w), *extra], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def wait_rows(w, n, proc):
@@ -97,11 +98,9 @@ def test_two_workers_one_killed_and_resumed_share_one_study(pg_url, tmp_path, ti
             time.sleep(0.2)
         assert proc.poll() is None, f"worker {w} ended early: {proc.stderr.read()[-2000:]}"
 
-    a = spawn("a")
-    b = None
+    a = spawn("a")  # enqueues the warm-start trials; b, started with it, leaves that to a
+    b = spawn("b")
     try:
-        wait_rows("a", 1, a)  # the study exists, with its warm-start trials: b joins it
-        b = spawn("b")
         wait_rows("b", 1, b)
         time.sleep(0.3)
         b.send_signal(signal.SIGKILL)
@@ -148,7 +147,9 @@ def test_two_workers_one_killed_and_resumed_share_one_study(pg_url, tmp_path, ti
                    or t.user_attrs.get("prunepilot_retry_of") == dead[0]]
         assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
         assert retries[0].params == by_number[dead[0]].params
-    print(f"killed trial {dead}, failed by the live worker's heartbeat check: {failed_by_heartbeat}")
+    print(f"killed trial {dead}, failed by the live worker's heartbeat check: {failed_by_heartbeat}; trials:",
+          [(t.number, t.state.name, os.path.basename(t.user_attrs.get(OWNER_ATTR, "")),
+            t.system_attrs.get("failed_trial", t.user_attrs.get("prunepilot_retry_of"))) for t in study.trials])
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])
