@@ -38,7 +38,9 @@ def workers(*, out: Path, trials: int, finetune_steps: int, counts: list[int], s
     Each worker is its own process (one torch thread: ``OMP_NUM_THREADS=1``) with its own ``--out``, as on
     separate machines. Without ``storage`` a throwaway PostgreSQL server is started on 127.0.0.1
     (``tests/pg_server.py``) and stopped after.
-    Wall time runs from launching the workers to the last one exiting (process start included).
+    Wall time runs from launching the workers to the last one exiting (process start, loading the checkpoint and
+    the warm-start sensitivity analysis included); the steady rate counts the evaluations logged after the first
+    row, over the time from the first row to the last (all workers together).
     """
     sys.path.insert(0, str(REPO))
     from tests import pg_server
@@ -63,11 +65,15 @@ def workers(*, out: Path, trials: int, finetune_steps: int, counts: list[int], s
                                       stderr=subprocess.PIPE, text=True) for d in dirs]
             codes = [p.wait() for p in procs]
             wall = time.perf_counter() - t0
-            per_worker = [len(_rows(d / "results.csv")) for d in dirs]
+            logged = [_rows(d / "results.csv") for d in dirs]
+            per_worker = [len(r) for r in logged]
             done = sum(per_worker)
+            stamps = sorted(float(r["timestamp"]) for rs in logged for r in rs)
+            span = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
             rows.append({"workers": k, "study_trials": trials, "evaluations": done,
                          "per_worker": "/".join(map(str, per_worker)), "finetune_steps": finetune_steps,
                          "wall_s": round(wall, 1), "evals_per_min": round(60 * done / wall, 2),
+                         "first_to_last_row_s": round(span, 1), "steady_evals_per_min": round(60 * (done - 1) / span, 2),
                          "exit_codes": "/".join(map(str, codes))})
             print(rows[-1], flush=True)
             for p, c in zip(procs, codes, strict=True):
