@@ -143,7 +143,7 @@ class OptunaSearcher(Searcher):
         repeats = 0
         while not session.should_stop():
             if self._shared:  # --trials is the study's total over every worker
-                fail_stale(study)
+                fail_stale(study, heartbeat=opts.heartbeat)
                 if study_budget_used(study) >= cfg.trials:
                     break
             before = session.trials_done

@@ -290,11 +290,22 @@ def study_budget_used(study: Any, *, before: int | None = None) -> int:
                and (t.state == TrialState.RUNNING or (t.state.is_finished() and t.user_attrs.get(ROW_ATTR))))
 
 
-def fail_stale(study: Any) -> None:
-    """Mark the running trials of dead workers FAIL (heartbeat storages; their retry is enqueued)."""
+def fail_stale(study: Any, *, heartbeat: int) -> None:
+    """Mark the running trials of dead workers FAIL and re-queue them (shared studies).
+
+    Optuna's heartbeat check covers trials that beat; a worker killed between asking for a trial and its first
+    beat leaves one that never beat and names no owner: it is failed once it is ``GRACE_BEATS`` intervals old.
+    """
+    import datetime
+
     import optuna
+    from optuna.trial import TrialState
 
     optuna.storages.fail_stale_trials(study)
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_BEATS * heartbeat)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if OWNER_ATTR not in t.user_attrs and t.datetime_start is not None and t.datetime_start < cutoff:
+            fail_and_requeue(study, t)
 
 
 @contextlib.contextmanager

@@ -66,15 +66,18 @@ def test_a_silent_running_trial_is_failed_by_the_heartbeat_and_requeued(pg_url, 
         dead.suggest_float("x", 0, 1)
         dead.set_user_attr(OWNER_ATTR, "/elsewhere")
         study._storage.record_heartbeat(dead._trial_id)
-        fail_stale(study)
-        assert study.trials[0].state == TrialState.RUNNING, "failed before its grace period"
+        orphan = study.ask()  # a worker killed between asking and its first heartbeat: no beat, no owner
+        orphan.suggest_float("x", 0, 1)
+        fail_stale(study, heartbeat=1)
+        assert [t.state for t in study.trials] == [TrialState.RUNNING] * 2, "failed before its grace period"
         time.sleep(GRACE_BEATS + 1.5)
-        fail_stale(study)
-        fail_stale(study)  # a second live worker checking too retries it only once
+        fail_stale(study, heartbeat=1)
+        fail_stale(study, heartbeat=1)  # a second live worker checking too retries it only once
     trials = study.trials
-    assert trials[0].state == TrialState.FAIL
-    assert [t.state for t in trials[1:]] == [TrialState.WAITING]
-    assert trials[1].params == trials[0].params and trials[1].system_attrs["failed_trial"] == 0
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    retries = {t.system_attrs.get("failed_trial", t.user_attrs.get("prunepilot_retry_of")): t for t in trials[2:]}
+    assert sorted(retries) == [0, 1] and all(
+        (retries[n].params or retries[n].system_attrs["fixed_params"]) == trials[n].params for n in (0, 1))
 
 
 def test_two_workers_one_killed_and_resumed_share_one_study(pg_url, tmp_path, tiny_checkpoint):
