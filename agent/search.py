@@ -176,6 +176,9 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
     }
     if not ok:
         atomic_write_json(out_dir / "summary.json", {**summary, "feasible": False, "best": None})
+        if not counts["total"]:
+            raise SearchFailedError("no evaluation was run: the trial budget was already spent (a shared --storage "
+                                    "study counts every worker's trials); raise --trials to continue the study")
         reasons = sorted({r.reason for r in session.results()})[:3]
         raise SearchFailedError(f"every one of the {counts['total']} evaluations failed (e.g. {reasons}); "
                                 f"see {out_dir / 'results.csv'}")

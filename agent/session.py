@@ -199,7 +199,7 @@ class SearchSession:
         return self._cache.get(_cache_key(policy, overrides))
 
     def evaluate(self, policy: Policy, *, note: str = "", on_chunk: Callable[[int, float], None] | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> EvalResult:
+                 overrides: Mapping[str, Any] | None = None, trial: int | None = None) -> EvalResult:
         """Evaluate ``policy`` (or return the stored result of an identical one) and log it.
 
         Exceptions inside the evaluation (including NaN losses and out-of-memory) are recorded as a ``failed``
@@ -211,6 +211,8 @@ class SearchSession:
             on_chunk: Fine-tune chunk callback (may raise :class:`TrialStopped`).
             overrides: ``EvalSettings`` fields to change for this candidate only (e.g. a searched
                 ``finetune_steps``); stored with the result and part of the cache key.
+            trial: The number to log the result under (e.g. an Optuna study's trial number); default: the next
+                row number of this session.
 
         Raises:
             BudgetExhausted: No trials or time left.
@@ -232,7 +234,7 @@ class SearchSession:
         except Exception as exc:  # noqa: BLE001 - any fault inside a trial is recorded, the search goes on
             result = self._failure(policy, exc)
         result.settings_overrides = overrides
-        self.record(result, note=note)
+        self.record(result, note=note, trial=trial)
         return result
 
     def _failure(self, policy: Policy, exc: BaseException) -> EvalResult:
@@ -245,9 +247,13 @@ class SearchSession:
         where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
         return EvalResult(policy, status="failed", reason=(text + where)[:500])
 
-    def record(self, result: EvalResult, *, note: str = "") -> int:
-        """Log a result produced elsewhere (e.g. by a Ray worker); returns its trial number."""
-        trial = self.trials_done
+    def record(self, result: EvalResult, *, note: str = "", trial: int | None = None) -> int:
+        """Log a result produced elsewhere (e.g. by a Ray worker); returns its trial number.
+
+        ``trial`` defaults to the next row number; searchers with their own numbering (an Optuna study shared by
+        several workers) pass theirs, so ``results.csv`` names the study's trial.
+        """
+        trial = self.trials_done if trial is None else trial
         self.log.append(trial, self.config.method, result, note)
         self.history.append((trial, result))
         if result.status in ("ok", "rejected"):
@@ -259,10 +265,11 @@ class SearchSession:
                 self._bar.set_postfix(best_acc=f"{best.accuracy:.2f}", flops=f"{best.flops_ratio:.2f}")
         return trial
 
-    def reject(self, policy: Policy, reason: str, *, note: str = "", latency_pred_ms: float | None = None) -> EvalResult:
+    def reject(self, policy: Policy, reason: str, *, note: str = "", latency_pred_ms: float | None = None,
+               trial: int | None = None) -> EvalResult:
         """Log ``policy`` as rejected without evaluating it (e.g. predicted far over the latency budget)."""
         result = EvalResult(policy, status="rejected", reason=reason, latency_pred_ms=latency_pred_ms)
-        self.record(result, note=note)
+        self.record(result, note=note, trial=trial)
         return result
 
     def results(self) -> list[EvalResult]:

@@ -8,6 +8,7 @@ Examples:
     python scripts/benchmark.py load --method greedy --latency-target 0.6 --threads 1
     python scripts/benchmark.py paired --tasks mnist1d-hard,resnet-digits,mobile-digits --seeds 0,1,2
     python scripts/benchmark.py zoo              # every torchvision model: graph vs Torch-Pruning alone
+    python scripts/benchmark.py workers --trials 16 --workers 1,2   # one Optuna study in PostgreSQL
     python scripts/benchmark.py smoke            # seconds; what CI runs
 
 Each run prints a markdown table and writes CSV next to it (``--out``, default ``bench/``).
@@ -118,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     zo.add_argument("--ratio", type=float, default=0.5)
     zo.add_argument("--mem-gb", type=float, default=6.0, help="address-space cap of each side")
     zo.add_argument("--timeout", type=float, default=300.0, help="seconds each side may take")
+    wk = sub.add_parser("workers", help="one Optuna study in PostgreSQL: same N evaluations by 1 vs K workers")
+    wk.add_argument("--trials", type=int, default=16)
+    wk.add_argument("--finetune-steps", type=int, default=100)
+    wk.add_argument("--workers", default="1,2")
+    wk.add_argument("--storage", default=None, help="PostgreSQL URL (default: a throwaway server on 127.0.0.1)")
     sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
     for s in sub.choices.values():
         s.add_argument("--out", default="bench")
@@ -159,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         _emit(zoo(models, ratio=args.ratio, timeout_s=args.timeout, mem_gb=args.mem_gb), out, "zoo")
     elif args.cmd == "paired":
         _paired(args, out)
+    elif args.cmd == "workers":
+        from bench_workers import workers
+
+        rows = workers(out=out / "runs", trials=args.trials, finetune_steps=args.finetune_steps,
+                       counts=[int(c) for c in args.workers.split(",")], storage=args.storage)
+        _emit(rows, out, "workers")
     else:
         from bench_latency import flops_vs_latency, table_accuracy
         from bench_quality import quality

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from . import pg_server
 
 _CACHE = tempfile.mkdtemp(prefix="prunepilot-test-cache-")
 os.environ["PRUNEPILOT_CACHE"] = _CACHE
@@ -47,3 +50,31 @@ def fast_settings():
     from agent.measure import LatencyConfig
 
     return EvalSettings(latency=LatencyConfig(batch_size=16, warmup=1, repeats=3, min_repeats=2))
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """SQLAlchemy URL of a live PostgreSQL server on 127.0.0.1.
+
+    ``$PRUNEPILOT_TEST_PG_URL`` when set (``.ci/run`` starts one); otherwise a temporary server started here and
+    stopped when the session ends. Without server binaries the storage tests are skipped, loudly, or fail under
+    ``CI=true``.
+    """
+    url = os.environ.get(pg_server.URL_ENV)
+    if url:
+        yield url
+        return
+    if pg_server.find_bin() is None:
+        msg = ("PostgreSQL STORAGE TESTS NOT RUN: no server binaries (initdb, pg_ctl) on PATH, in "
+               "/usr/lib/postgresql/*/bin or $PRUNEPILOT_PG_BIN; install postgresql (apt-get install postgresql) or "
+               f"set {pg_server.URL_ENV}")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg)
+        print(f"\n*** {msg} ***", file=sys.stderr)
+        pytest.skip(msg)
+    base = Path(tempfile.mkdtemp(prefix="prunepilot-pg-"))  # under /tmp: the postgres user can reach it
+    try:
+        url = pg_server.start(base, owner_pid=os.getpid())  # the watchdog stops it if this process is killed
+        yield url
+    finally:
+        pg_server.stop(base, remove=True)

@@ -254,7 +254,7 @@ def _round_to(args: argparse.Namespace, constraints: object) -> int | None:
 def _method_options(args: argparse.Namespace) -> dict[str, object]:
     keys = ("sampler", "storage", "study_name", "rl_algo", "episodes", "warm_start", "objective", "pruner",
             "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "backend", "action_mode", "reward",
-            "search_alg", "max_failures", "search_space", "budget_fit")
+            "search_alg", "max_failures", "search_space", "budget_fit", "heartbeat")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -266,7 +266,7 @@ def _register_search(sub: SubParsers) -> None:
     g = p.add_argument_group("search")
     g.add_argument("--method", default="greedy", help="uniform, global, greedy, knapsack, optuna, nsga2, rl, ray")
     g.add_argument("--trials", type=int, default=None, help="maximum evaluated policies (default 40; for --method rl "
-                   "the --episodes count)")
+                   "the --episodes count; with --storage, the shared study's total over all its workers)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO, help="largest per-unit ratio")
     g.add_argument("--min-ratio", type=float, default=0.0, help="smallest per-unit ratio")

@@ -48,8 +48,13 @@ def add_optuna_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optuna / nsga2")
     g.add_argument("--sampler", choices=SAMPLERS, default=None, help="optuna sampler (default tpe)")
     g.add_argument("--storage", default=None, type=_checked(check_storage_url),
-                   help="Optuna storage URL (default sqlite:///OUT/study.db); postgresql://... shares one study")
+                   help="Optuna storage URL (default sqlite:///OUT/study.db); an explicit URL, e.g. "
+                   "postgresql://user:pw@host/db, is a study shared by every worker given it (each with its own "
+                   "--out), and --trials is then the study's total over all workers")
     g.add_argument("--study-name", default=None, help="study name in the storage (default prunepilot-METHOD)")
+    g.add_argument("--heartbeat", type=int, default=None,
+                   help="seconds between heartbeats of a running trial in a --storage study (default 20); a trial "
+                   "silent for 3 intervals (its worker died) is marked FAIL by a live worker and retried")
     g.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="nsga2 cost objective (default latency; flops with --no-latency)")
     g.add_argument("--pruner", choices=PRUNERS, default=None,

@@ -4,13 +4,16 @@ Each trial samples a point of the declarative search space (:mod:`search_spaces`
 optionally fits the policy onto the FLOPs / params budget, skips it when its predicted cost is far over budget
 (logged as ``rejected``), and otherwise evaluates it through the session (logged before Optuna hears of it).
 Constraints reach Optuna through ``trial.set_constraint``; intermediate accuracy per fine-tune chunk feeds the
-pruner. The study sits in an RDB storage next to ``results.csv``, so ``--resume`` continues it.
+pruner. The study sits in an RDB storage next to ``results.csv``, so ``--resume`` continues it; in a shared
+``--storage`` several workers run one study, each trial under Optuna's heartbeat (``study.optimize``, one trial at a
+time), and ``results.csv``'s ``trial`` column is the study's trial number.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,18 +22,24 @@ from ..errors import user_error
 from ..evaluation import EvalResult, EvalSettings
 from ..policy import Policy
 from ..pruning.importance import normalized
-from ..session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession, TrialStopped
+from ..session import BudgetExhausted, CostProbe, SearchConfig, SearchSession, TrialStopped
 from .base import Searcher
 from .baselines import greedy_policy, uniform_policy
+from .budget_fit import constraint_values, fit_to_budget
 from .optuna_study import (
     OWNER_ATTR,
-    RETRY_ATTR,
+    ROW_ATTR,
     WARM_ATTR,
     OptunaOptions,
+    fail_and_requeue,
+    fail_stale,
+    interrupted_trials,
     make_pruner,
     make_sampler,
     open_study,
     quiet_optuna,
+    retried_trial,
+    study_budget_used,
 )
 from .pareto import COST_OF, pareto_front, write_pareto
 
@@ -38,86 +47,6 @@ if TYPE_CHECKING:
     from search_spaces import BoundSpace
 
 __all__ = ["OptunaSearcher", "NSGA2Searcher", "constraint_values", "fit_to_budget"]
-
-
-def constraint_values(constraints: Constraints, *, flops_ratio: float, params_ratio: float,
-                      latency_ratio: float | None, latency_ms: float | None,
-                      acc_drop: float | None) -> dict[str, float]:
-    """Optuna constraint values (feasible when all are <= 0), consistent with ``Constraints.violations``.
-
-    Latency is held ``LATENCY_MARGIN`` under its target (like every searcher's steering): one timing round is
-    noisy, and candidates right at the edge tend to fail the final re-measurement.
-    """
-    c, eps, out = constraints, 1e-9, {}
-    lat_target = 1.0 - LATENCY_MARGIN
-    if c.max_acc_drop is not None and acc_drop is not None:
-        out["acc_drop"] = (acc_drop - c.max_acc_drop - eps) / 100.0
-    if c.flops_target is not None:
-        out["flops"] = flops_ratio - c.flops_target - eps
-    if c.params_target is not None:
-        out["params"] = params_ratio - c.params_target - eps
-    lt = c.latency_target
-    if lt is not None and lt.unit == "ratio" and latency_ratio is not None:
-        out["latency"] = latency_ratio - lt.value * lat_target - eps
-    if lt is not None and lt.unit == "ms" and latency_ms is not None:
-        out["latency"] = (latency_ms - lt.value * lat_target - eps) / lt.value
-    return out
-
-
-def _over_budget(session: SearchSession, cost: CostProbe, scale: float = 1.0) -> float:
-    """Largest ``predicted / target`` over the FLOPs, params and (predicted) latency targets; 0 without any."""
-    c, terms = session.constraints, [0.0]
-    if c.flops_target is not None:
-        terms.append(cost.flops_ratio * scale / c.flops_target)
-    if c.params_target is not None:
-        terms.append(cost.params_ratio * scale / c.params_target)
-    lt = c.latency_target
-    if lt is not None and cost.latency_ms is not None:
-        target = lt.value * (1.0 - LATENCY_MARGIN)
-        terms.append((cost.latency_ratio or math.inf) / target if lt.unit == "ratio" else cost.latency_ms / target)
-    return max(terms)
-
-
-def fit_to_budget(session: SearchSession, policy: Policy, bounds: Mapping[str, tuple[float, float]], *,
-                  iters: int = 24) -> Policy:
-    """Scale every unit's kept fraction by one factor so the policy just meets the cost targets.
-
-    Keeps the policy's shape (which units are pruned harder) and moves it onto the budget boundary, where the
-    most accurate feasible policies lie. Costs are predicted (no model built); one exact count corrects the
-    FLOPs / params prediction. Without FLOPs / params targets (or a latency model) the policy is returned as is,
-    and so is a shape that misses the targets even at the bounds' upper ends.
-    """
-    c = session.constraints
-    latency_predicted = c.latency_target is not None and session.engine.latency_model is not None
-    if c.flops_target is None and c.params_target is None and not latency_predicted:
-        return policy
-    keep = {u: 1.0 - policy.ratio(u) for u in bounds}
-
-    def at(lam: float) -> Policy:
-        return Policy({u: min(hi, max(lo, 1.0 - keep[u] * lam)) for u, (lo, hi) in bounds.items()},
-                      policy.importance, policy.round_to)
-
-    top = max((1.0 - lo) / keep[u] for u, (lo, _) in bounds.items())
-    scale = 1.0
-    for _ in range(3):
-        if _over_budget(session, session.predict(at(top)), scale) <= 1.0:
-            fitted = at(top)
-        elif _over_budget(session, session.predict(at(0.0)), scale) > 1.0:
-            return policy
-        else:
-            lo_l, hi_l = 0.0, top
-            for _ in range(iters):
-                mid = (lo_l + hi_l) / 2
-                lo_l, hi_l = (mid, hi_l) if _over_budget(session, session.predict(at(mid)), scale) <= 1.0 else (lo_l, mid)
-            fitted = at(lo_l)
-        if c.flops_target is None and c.params_target is None:
-            return fitted
-        exact, pred = session.probe(fitted, latency=False), session.predict(fitted)
-        if session.meets_cost(CostProbe(exact.flops_ratio, exact.params_ratio)):
-            return fitted
-        scale *= max(exact.flops_ratio / max(pred.flops_ratio, 1e-12),
-                     exact.params_ratio / max(pred.params_ratio, 1e-12)) * 1.002
-    return fitted
 
 
 class OptunaSearcher(Searcher):
@@ -130,6 +59,8 @@ class OptunaSearcher(Searcher):
         self._description = self.name
         self._objective_name: str | None = None
         self._pruner = "none"
+        self._shared = False
+        self._owner = ""
         self.front: list[tuple[int, EvalResult]] = []
         """The Pareto front after an ``nsga2`` run: ``(trial, result)`` sorted by cost."""
 
@@ -201,21 +132,27 @@ class OptunaSearcher(Searcher):
         space = self._space(opts, cfg, session.unit_names)
         study, empty = self._open_study(session, opts, space)
         codec = _ThresholdCodec(session)
+        self._recover(session, study, owner=self._owner if self._shared else None)
         if empty and opts.warm_start:
             from .knapsack import knapsack_warm_start
 
             for label, make in (("uniform", uniform_policy), ("greedy", greedy_policy),
                                 ("knapsack", knapsack_warm_start)):
                 policy = make(session)
-                if policy is not None:
+                if policy is not None:  # skip_if_exists: a worker starting at the same moment enqueued it already
                     study.enqueue_trial(space.encode(policy, ratio_to_threshold=codec.to_threshold),
-                                        user_attrs={WARM_ATTR: label})
+                                        user_attrs={WARM_ATTR: label}, skip_if_exists=True)
         fit = opts.budget_fit if opts.budget_fit is not None else not self.multi_objective
         repeats = 0
         while not session.should_stop():
+            if self._shared:  # --trials is the study's total over every worker
+                fail_stale(study, heartbeat=opts.heartbeat)
+                if study_budget_used(study) >= cfg.trials:
+                    break
             before = session.trials_done
             try:
-                self._trial(session, study, space, codec, opts, fit=fit)
+                study.optimize(lambda trial: self._trial(session, study, trial, space, codec, opts, fit=fit),
+                               n_trials=1, catch=(_EvaluationFailed,))
             except BudgetExhausted:
                 break
             repeats = repeats + 1 if session.trials_done == before else 0
@@ -232,27 +169,68 @@ class OptunaSearcher(Searcher):
 
     def _open_study(self, session: SearchSession, opts: OptunaOptions, space: BoundSpace) -> tuple[Any, bool]:
         cfg = session.config
+        self._shared = opts.storage is not None
+        self._owner = str(session.output_dir.resolve())
         self._objective_name = self._objective(opts, session.settings)
         self._pruner = opts.pruner or ("none" if self.multi_objective else "median")
         sampler_name = "nsga2" if self.multi_objective else (opts.sampler or "tpe")
         study_name = opts.study_name or f"prunepilot-{self.name}"
         self._description = (f"{self.name} sampler={sampler_name} space={space.space.name} pruner={self._pruner} "
                              f"study={study_name}" + (f" objective={self._objective_name}" if self.multi_objective
-                                                      else ""))
+                                                      else "") + (" shared" if self._shared else ""))
         fingerprint = {"method": self.name, "objective": self._objective_name,
                        "constraints": session.constraints.to_dict(), "space": space.describe()}
+        # workers of a shared study draw different random streams (same --seed, different --out)
+        seed = cfg.seed + session.resumed + (zlib.crc32(self._owner.encode()) % 100_003 if self._shared else 0)
         return open_study(
             out_dir=session.output_dir, storage_url=opts.storage, study_name=study_name,
             directions=["maximize", "minimize"] if self.multi_objective else ["maximize"],
-            sampler=make_sampler(sampler_name, seed=cfg.seed + session.resumed, trials=cfg.trials,
-                                 multi_objective=self.multi_objective),
-            pruner=make_pruner(self._pruner), fingerprint=fingerprint, fresh=session.resumed == 0)
+            sampler=make_sampler(sampler_name, seed=seed, trials=cfg.trials, multi_objective=self.multi_objective),
+            pruner=make_pruner(self._pruner), fingerprint=fingerprint, fresh=session.resumed == 0,
+            heartbeat=opts.heartbeat if self._shared else None)
 
-    def _trial(self, session: SearchSession, study: Any, space: BoundSpace, codec: _ThresholdCodec,
-               opts: OptunaOptions, *, fit: bool) -> None:
-        """Ask for one trial, turn it into a policy, evaluate (or reject / re-serve) it and tell Optuna."""
-        trial = study.ask()
-        trial.set_user_attr(OWNER_ATTR, str(session.output_dir.resolve()))
+    def _recover(self, session: SearchSession, study: Any, *, owner: str | None) -> None:
+        """Settle the trials a killed run of this worker left RUNNING (``owner`` None: every RUNNING trial).
+
+        A trial whose row is in ``results.csv`` (killed after logging, before telling Optuna) is told its logged
+        result; any other is marked FAIL and re-queued, to be evaluated again.
+        """
+        import optuna
+
+        logged = {(n, r.policy.key()): r for n, r in session.history}
+        for frozen in interrupted_trials(study, owner=owner):
+            result = logged.get((frozen.number, frozen.user_attrs.get("policy_key")))
+            if result is None:
+                fail_and_requeue(study, frozen)
+                continue
+            trial = optuna.trial.Trial(study, frozen._trial_id)  # noqa: SLF001 - the live handle of a stored trial
+            try:
+                trial.set_user_attr(ROW_ATTR, self._owner)
+                try:
+                    values = self._tell(session, study, trial, result, self._objective_name)
+                except optuna.TrialPruned:
+                    study.tell(frozen.number, state=_state("PRUNED"), skip_if_finished=True)
+                except _EvaluationFailed:
+                    study.tell(frozen.number, state=_state("FAIL"), skip_if_finished=True)
+                else:
+                    study.tell(frozen.number, values, skip_if_finished=True)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # a live worker's heartbeat check failed it meanwhile (and re-queued it)
+
+    def _trial(self, session: SearchSession, study: Any, trial: Any, space: BoundSpace, codec: _ThresholdCodec,
+               opts: OptunaOptions, *, fit: bool) -> float | list[float]:
+        """The objective of one trial: turn it into a policy, evaluate (or reject / re-serve) it, return its values.
+
+        Raises:
+            BudgetExhausted: The worker's (or the shared study's) budget is spent; Optuna marks the trial FAIL.
+            optuna.TrialPruned: The pruner stopped the candidate (logged as ``pruned``).
+            _EvaluationFailed: The evaluation raised (logged as ``failed``); Optuna marks the trial FAIL.
+        """
+        trial.set_user_attr(OWNER_ATTR, self._owner)
+        if trial.user_attrs.get(ROW_ATTR):  # a heartbeat retry copies the dead trial's attributes
+            trial.set_user_attr(ROW_ATTR, None)
+        if self._shared and study_budget_used(study, before=trial.number) >= session.config.trials:
+            raise BudgetExhausted(f"the study's {session.config.trials} trials are spent or running")
         cand = space.decode(_suggest(trial, space), thresholds_to_policy=codec.to_policy)
         policy = cand.policy
         warm = trial.user_attrs.get(WARM_ATTR)
@@ -263,12 +241,11 @@ class OptunaSearcher(Searcher):
         overrides = {**cand.overrides,
                      **self._chunk_overrides(session.settings, cand.overrides, self._pruner, opts.report_chunks)}
         note = f"{self.name} trial {trial.number}" + (f" warm-start {warm}" if warm else "")
-        try:
-            result = self._evaluate(session, trial, policy, overrides, note, opts)
-        except BudgetExhausted:
-            study.tell(trial, state=_state("FAIL"))
-            raise
-        self._tell(session, study, trial, result, self._objective_name)
+        rows = session.trials_done
+        result = self._evaluate(session, trial, policy, overrides, note, opts)
+        if session.trials_done > rows:  # a new row in results.csv: the study's budget counts it
+            trial.set_user_attr(ROW_ATTR, self._owner)
+        return self._tell(session, study, trial, result, self._objective_name)
 
     @staticmethod
     def _bounds(space: BoundSpace) -> dict[str, tuple[float, float]]:
@@ -290,7 +267,7 @@ class OptunaSearcher(Searcher):
 
     def _evaluate(self, session: SearchSession, trial: Any, policy: Policy, overrides: dict[str, Any], note: str,
                   opts: OptunaOptions) -> EvalResult:
-        if RETRY_ATTR in trial.user_attrs:  # an interrupted trial: its result may already be logged
+        if retried_trial(trial) is not None:  # an interrupted trial: its result may already be logged
             for _, logged in reversed(session.history):
                 if logged.policy.key() == policy.key() and logged.settings_overrides == overrides:
                     return logged
@@ -300,7 +277,7 @@ class OptunaSearcher(Searcher):
         pred = session.predict(policy)
         reason = self._precheck(session, pred, opts.reject_margin)
         if reason:
-            return session.reject(policy, reason, note=note, latency_pred_ms=pred.latency_ms)
+            return session.reject(policy, reason, note=note, latency_pred_ms=pred.latency_ms, trial=trial.number)
         steps = overrides.get("finetune_steps", session.settings.finetune_steps)
         chunks = overrides.get("finetune_chunks", session.settings.finetune_chunks)
         last = math.ceil(steps / max(1, math.ceil(steps / chunks))) - 1 if steps else 0
@@ -311,7 +288,8 @@ class OptunaSearcher(Searcher):
                 raise TrialStopped(f"{self._pruner} pruner after fine-tune chunk {chunk + 1}: accuracy {acc:.2f}%")
 
         report = self._pruner != "none" and not self.multi_objective
-        return session.evaluate(policy, note=note, on_chunk=on_chunk if report else None, overrides=overrides)
+        return session.evaluate(policy, note=note, on_chunk=on_chunk if report else None, overrides=overrides,
+                                trial=trial.number)
 
     @staticmethod
     def _precheck(session: SearchSession, pred: CostProbe, margin: float) -> str:
@@ -329,13 +307,23 @@ class OptunaSearcher(Searcher):
                               f"{lt.text()} by over {margin:.0%}")
         return "; ".join(issues)
 
-    def _tell(self, session: SearchSession, study: Any, trial: Any, result: EvalResult, objective: str | None) -> None:
+    def _tell(self, session: SearchSession, study: Any, trial: Any, result: EvalResult,
+              objective: str | None) -> float | list[float]:
+        """Put the result on the trial (attributes, constraints) and return its values for Optuna.
+
+        Raises:
+            optuna.TrialPruned: For a ``pruned`` result.
+            _EvaluationFailed: For a ``failed`` result.
+        """
+        import optuna
+
         trial.set_user_attr("status", result.status)
         if result.reason:
             trial.set_user_attr("reason", result.reason[:300])
-        if result.status in ("failed", "pruned"):
-            study.tell(trial, state=_state("FAIL" if result.status == "failed" else "PRUNED"))
-            return
+        if result.status == "failed":
+            raise _EvaluationFailed(result.reason)
+        if result.status == "pruned":
+            raise optuna.TrialPruned(result.reason)
         if result.status == "rejected":  # told as infeasible, with the predicted costs
             pred = session.predict(result.policy)
             cons = constraint_values(session.constraints, flops_ratio=pred.flops_ratio,
@@ -354,7 +342,11 @@ class OptunaSearcher(Searcher):
                     trial.set_user_attr(key, float(value))
         for key, value in cons.items():
             trial.set_constraint(key, value)
-        study.tell(trial, values if self.multi_objective else values[0])
+        return values if self.multi_objective else values[0]
+
+
+class _EvaluationFailed(Exception):
+    """An evaluation that raised (already logged as ``failed``): Optuna records its trial as FAIL."""
 
 
 class NSGA2Searcher(OptunaSearcher):
