@@ -35,6 +35,11 @@ channels-first flatten multiplies indices on every pass); the group it belongs t
 of a conv map into a linear layer (VGG: 512 x 7 x 7) stays far below it."""
 
 
+MAX_MAPPING_WORK = 1_000_000
+"""Indices all flatten mappings may yield inside one guarded context (one group's formation): past it the
+mappings are cycling through a channels-last model's reshapes (MaxViT), and the group is kept whole."""
+
+
 class MappingRunaway(RuntimeError):
     """Torch-Pruning's index mapping expanded past :data:`MAX_MAPPED_INDICES`."""
 
@@ -116,26 +121,35 @@ def tolerant_mappings(failed: dict[object, str] | None = None,
 
         return run
 
-    flatten = getattr(steps, "_FlattenIndexMapping", None)
-    flatten_call = flatten.__call__ if flatten is not None else None
+    mappings = [cls for name, cls in vars(steps).items() if name.endswith("IndexMapping") and isinstance(cls, type)]
+    calls = {cls: cls.__call__ for cls in mappings}
+    work = [0]
 
-    def bounded(mapping: object, idxs: list) -> list:
-        out = flatten_call(mapping, idxs)
-        if len(out) > MAX_MAPPED_INDICES:
-            raise MappingRunaway(f"a flatten mapping expanded {len(idxs)} channel indices to {len(out)}")
-        return out
+    def bounded(original: Callable[[object, list], list]) -> Callable[[object, list], list]:
+        def call(mapping: object, idxs: list) -> list:
+            if len(idxs) > MAX_MAPPED_INDICES:
+                raise MappingRunaway(f"an index mapping was handed {len(idxs):,} channel indices")
+            out = original(mapping, idxs)
+            work[0] += len(idxs) + len(out)
+            if len(out) > MAX_MAPPED_INDICES:
+                raise MappingRunaway(f"a {type(mapping).__name__} expanded {len(idxs)} channel indices to {len(out):,}")
+            if work[0] > MAX_MAPPING_WORK:
+                raise MappingRunaway(f"index mappings handled over {MAX_MAPPING_WORK:,} indices for one group")
+            return out
+
+        return call
 
     for name in saved:
         setattr(steps, name, guard(name))
-    if flatten is not None:
-        flatten.__call__ = bounded
+    for cls, original in calls.items():
+        cls.__call__ = bounded(original)
     try:
         yield
     finally:
         for name, fn in saved.items():
             setattr(steps, name, fn)
-        if flatten is not None:
-            flatten.__call__ = flatten_call
+        for cls, original in calls.items():
+            cls.__call__ = original
 
 
 def build_dependency(model: nn.Module, example_input: torch.Tensor, *,
