@@ -81,6 +81,7 @@ def _register_train(sub: SubParsers) -> None:
 
 # ---------------------------------------------------------------- sensitivity
 def _sensitivity(args: argparse.Namespace) -> int:
+    from ..progress import phase_bar
     from ..sensitivity import analyse_sensitivity, plot_sensitivity
 
     check_task_args(args)
@@ -90,21 +91,9 @@ def _sensitivity(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     out = _out_dir(args.out)
     task = task_from_args(args, progress=not args.quiet)
-    bar = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="sensitivity", unit="eval")
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-    profile = analyse_sensitivity(task, ratios=args.ratios, importance=args.importance, settings=settings,
-                                  cache=not args.no_cache, progress=progress)
-    if bar is not None:
-        bar.close()
+    with phase_bar("sensitivity", enabled=not args.quiet, unit="eval") as bar:
+        profile = analyse_sensitivity(task, ratios=args.ratios, importance=args.importance, settings=settings,
+                                      cache=not args.no_cache, progress=bar)
     profile.to_csv(out / "sensitivity.csv")
     profile.to_json(out / "sensitivity.json")
     plot_sensitivity(profile, out / "sensitivity.png")
