@@ -11,7 +11,13 @@ from ..pruning.importance import check_importance
 from ..tasks.task import Task, TaskSpec, build_task
 
 __all__ = ["add_task_args", "add_eval_args", "add_constraint_args", "task_from_args", "settings_from_args",
-           "constraints_from_args", "ratio_list", "given_eval_flags", "choose_threads"]
+           "constraints_from_args", "ratio_list", "given_eval_flags", "choose_threads", "MODEL_HELP", "DATASET_HELP",
+           "QUIET_HELP", "DEVICE_HELP"]
+
+MODEL_HELP = "model spec: cnn1d (default), mlp, lenet, resnet20, resnet56, tv:<torchvision name>, or package.module:factory"
+DATASET_HELP = "mnist1d (default), digits, digits32, mnist, fashion-mnist, cifar10, imagefolder:PATH"
+QUIET_HELP = "no progress bars, no warnings (results and errors are still printed)"
+DEVICE_HELP = "cpu, cuda or cuda:N"
 
 
 def ratio_list(text: str) -> list[float]:
@@ -31,10 +37,8 @@ def add_task_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Fal
     g = p.add_argument_group("task")
     g.add_argument("--checkpoint", required=checkpoint_required,
                    help="dense checkpoint (from `prunepilot train`, or a state_dict with --model/--dataset)")
-    g.add_argument("--model", default=None, help="model spec: cnn1d (default), mlp, lenet, resnet20, resnet56, "
-                   "tv:<torchvision name>, or package.module:factory")
-    g.add_argument("--dataset", default=None, help="mnist1d (default), digits, digits32, mnist, fashion-mnist, cifar10, "
-                   "imagefolder:PATH")
+    g.add_argument("--model", default=None, help=MODEL_HELP)
+    g.add_argument("--dataset", default=None, help=DATASET_HELP)
     g.add_argument("--data-root", default=None, help="local directory of torchvision datasets")
     g.add_argument("--download", action="store_true", help="allow downloading the dataset into --data-root")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the dataset generator and split")
@@ -57,7 +61,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--finetune-lr", type=float, default=None,
                    help="learning rate of the short fine-tune (default 0.01; evaluate: the policy file's)")
     g.add_argument("--eval-limit", type=int, default=None, help="score candidates on the first N val samples")
-    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--device", default="cpu", help=DEVICE_HELP)
     g.add_argument("--latency-batch", type=int, default=64, help="batch size of latency measurements")
     g.add_argument("--no-latency", action="store_true", help="do not time candidates (FLOPs-only studies)")
     g.add_argument("--threads", type=int, default=None,

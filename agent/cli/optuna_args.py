@@ -33,7 +33,7 @@ def _load_space(text: str) -> None:
     load_space(text)
 
 
-def add_search_space_arg(p: argparse.ArgumentParser) -> None:
+def add_search_space_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:  # noqa: SLF001
     """``--search-space NAME|FILE`` (shared by every method that samples the declarative space; added once)."""
     if "--search-space" in p._option_string_actions:  # noqa: SLF001 - another method's hook added it already
         return

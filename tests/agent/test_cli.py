@@ -215,3 +215,28 @@ def test_readme_resnet20_example_works_as_written(tmp_path):
     assert best["feasible"] and best["metrics"]["flops_ratio"] <= 0.5 and best["evaluation"]["finetune_steps"] == 100
     scored = json.loads(results["evaluate"].stdout)
     assert scored["feasible"] and scored["accuracy"] == pytest.approx(best["metrics"]["accuracy"], abs=0.5)
+
+
+def _subparsers():
+    import argparse
+
+    from agent.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_help_describes_every_option_of_every_command():
+    import argparse
+
+    missing = [f"{name} {a.option_strings[0] if a.option_strings else a.dest}"
+               for name, p in _subparsers().items() for a in p._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert not missing, missing
+
+
+def test_search_space_is_a_search_option():
+    groups = {g.title: [o for a in g._group_actions for o in a.option_strings]
+              for g in _subparsers()["search"]._action_groups}
+    assert "--search-space" in groups["search"]
+    assert not any("--search-space" in opts for title, opts in groups.items() if title != "search")
