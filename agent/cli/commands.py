@@ -27,7 +27,7 @@ from .common import (
     task_from_args,
 )
 from .deploy import DEPLOY_COMMANDS
-from .display import print_search_summary, print_table
+from .display import SENSITIVITY_HEADER, print_search_summary, print_table, sensitivity_rows
 from .optuna_args import add_optuna_args, add_search_space_arg
 from .rl_args import add_rl_args
 
@@ -101,10 +101,8 @@ def _sensitivity(args: argparse.Namespace) -> int:
     profile.to_csv(out / "sensitivity.csv")
     profile.to_json(out / "sensitivity.json")
     plot_sensitivity(profile, out / "sensitivity.png")
-    rows = [(u, " ".join(f"{d:6.2f}" for d in profile.drops(u)), f"{profile.macs_share[u]:.3f}",
-             f"{profile.latency_share[u]:.3f}") for u in profile.units]
-    print_table(f"accuracy drop (points) at ratios {profile.ratios}", rows,
-                header=("unit", "drops", "MACs share", "latency share"))
+    print_table(f"accuracy drop (points) at ratios {profile.ratios}", sensitivity_rows(profile),
+                header=SENSITIVITY_HEADER)
     print(f"wrote {out / 'sensitivity.csv'} and {out / 'sensitivity.png'}")
     return 0
 
