@@ -2,7 +2,7 @@
 
 This is the programmatic entry point behind ``prunepilot search``; everything it writes goes to ``out_dir``:
 ``results.csv`` (every evaluation, appended as it finishes), ``run_config.json``, ``best_policy.json``,
-``pruned_model.pt`` and ``summary.json``.
+``pruned_model.pt``, ``summary.json`` and ``sessions.json`` (wall time of every session of a resumed search).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from .storage import atomic_write_json
 from .tasks.task import Task
 from .training import accuracy
 
-__all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir", "finalize", "precheck_targets"]
+__all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir", "finalize", "precheck_targets",
+           "SESSIONS", "read_sessions"]
 
 
 def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
@@ -146,6 +147,26 @@ def _ranked_candidates(session: SearchSession) -> list[EvalResult]:
     return ranked
 
 
+SESSIONS = "sessions.json"
+"""Wall time and trial count of every session of a search (a resumed search adds one; Ctrl-C still records it)."""
+
+
+def read_sessions(out_dir: Path) -> list[dict[str, Any]]:
+    """The sessions recorded in ``out_dir`` (empty when none, or the file is unreadable)."""
+    try:
+        rows = json.loads((out_dir / SESSIONS).read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def _record_session(out_dir: Path, earlier: list[dict[str, Any]], session: SearchSession, *, ended: str) -> None:
+    if out_dir.is_dir():
+        atomic_write_json(out_dir / SESSIONS, [*earlier, {
+            "wall_s": round(time.monotonic() - session.started, 3), "trials": session.trials_done - session.resumed,
+            "ended": ended}])
+
+
 CLOSEST_POLICY = "closest_policy.json"
 """Written instead of ``best_policy.json`` when nothing was feasible: the closest policy (``feasible: false``)."""
 
@@ -175,12 +196,14 @@ CONFIRM_MAX_ROUNDS = 20
 
 
 def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, confirm_tries: int = 8,
-             extra_summary: dict[str, Any] | None = None, progress: bool = False) -> SearchOutcome:
+             extra_summary: dict[str, Any] | None = None, progress: bool = False,
+             earlier_sessions: list[dict[str, Any]] | None = None) -> SearchOutcome:
     """Confirm the best feasible policy by a fresh measurement, fine-tune it, and write every output file.
 
     Candidates are tried in order of accuracy; the first whose re-measured cost still meets the targets is
     kept, so the reported policy always meets its latency target by measurement. With ``progress``, the
-    confirmation and the final fine-tune each show a bar on stderr.
+    confirmation and the final fine-tune each show a bar on stderr. ``earlier_sessions`` (of a resumed search,
+    see :data:`SESSIONS`) add their wall time to ``wall_s_total``; ``wall_s`` is this session's alone.
     """
     task = session.task
     # confirmation measures latency in several rounds (robust to interference bursts), dense included
@@ -195,6 +218,9 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
         "dense": dataclasses.asdict(get_engine(task).dense(settings)) if ok else None,
         "wall_s": round(time.monotonic() - session.started, 3), **(extra_summary or {}),
     }
+    earlier = earlier_sessions or []
+    summary.update(sessions=len(earlier) + 1,
+                   wall_s_total=round(summary["wall_s"] + sum(float(e.get("wall_s") or 0) for e in earlier), 3))
     if not ok:
         atomic_write_json(out_dir / "summary.json", {**summary, "feasible": False, "best": None})
         reasons = sorted({r.reason for r in session.results()})[:3]
@@ -345,21 +371,28 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
                             round_to=config.round_to, dense_ms=engine.dense(settings).latency_ms)
     else:
         engine.latency_model = None
+    earlier = read_sessions(out) if resume else []
     log = ResultLog.open(out / "results.csv", resume=resume)
     session = SearchSession(task=task, constraints=constraints, settings=settings, config=config, log=log,
                             progress=progress, output_dir=out,
                             planned=searcher_cls.planned_evaluations(config=config, constraints=constraints))
     searcher = searcher_cls()
     try:
-        searcher.run(session)
-    except UserInputError:
-        if fresh and session.trials_done == 0:  # bad input found late (e.g. no cluster): leave nothing behind
-            shutil.rmtree(out, ignore_errors=True)
+        try:
+            searcher.run(session)
+        except UserInputError:
+            if fresh and session.trials_done == 0:  # bad input found late (e.g. no cluster): leave nothing behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        finally:
+            session.close()
+        if session._sensitivity is not None:  # the profile a guided searcher used, for `prunepilot report`
+            session._sensitivity.to_json(out / "sensitivity.json")
+        outcome = finalize(session, out_dir=out, final=final or FinalTuneConfig(),
+                           extra_summary={"searcher": searcher.describe(), "resumed_trials": session.resumed},
+                           progress=progress, earlier_sessions=earlier)
+    except BaseException:
+        _record_session(out, earlier, session, ended="interrupted")
         raise
-    finally:
-        session.close()
-    if session._sensitivity is not None:  # the profile a guided searcher used, for `prunepilot report`
-        session._sensitivity.to_json(out / "sensitivity.json")
-    return finalize(session, out_dir=out, final=final or FinalTuneConfig(),
-                    extra_summary={"searcher": searcher.describe(), "resumed_trials": session.resumed},
-                    progress=progress)
+    _record_session(out, earlier, session, ended="finished")
+    return outcome

@@ -70,8 +70,18 @@ def test_resume_does_not_rerun_finished_trials(tmp_path, tiny_checkpoint):
     rows = (out / "results.csv").read_text().splitlines()
     r = _run(*args)
     assert r.returncode == 2 and "--resume" in r.stderr  # refuses to clobber
+    first = json.loads((out / "summary.json").read_text())
     assert _run(*args, "--resume").returncode == 0
     assert (out / "results.csv").read_text().splitlines() == rows
+    # the report of the resumed search counts both sessions' wall time, not only the last one's
+    sessions = json.loads((out / "sessions.json").read_text())
+    assert [s["ended"] for s in sessions] == ["finished", "finished"] and sessions[1]["trials"] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sessions"] == 2
+    assert summary["wall_s_total"] == pytest.approx(sessions[0]["wall_s"] + summary["wall_s"], abs=1e-2)
+    assert summary["wall_s_total"] > first["wall_s"]
+    assert main(["report", str(out), "--quiet"]) == 0
+    assert "over 2 sessions" in (out / "report.md").read_text()
 
 
 BAD_INPUTS = [
