@@ -250,3 +250,17 @@ def test_search_space_is_a_search_option():
               for g in _subparsers()["search"]._action_groups}
     assert "--search-space" in groups["search"]
     assert not any("--search-space" in opts for title, opts in groups.items() if title != "search")
+
+
+def test_top_level_help_imports_no_heavy_module():
+    probe = ("import sys\nfrom agent.cli.main import main\nassert main(['--help']) == 0\n"
+             "print(sorted(m for m in ('torch', 'torch_pruning', 'optuna', 'ray', 'pandas', 'matplotlib', 'gymnasium',"
+             " 'stable_baselines3', 'timm') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    r = subprocess.run([sys.executable, "-m", "agent.cli.main", "--help"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0 and "COMMAND" in r.stdout
+    assert "RuntimeWarning" not in r.stderr  # `python -m agent.cli.main` runs the module once
