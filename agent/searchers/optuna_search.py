@@ -37,7 +37,7 @@ from .pareto import COST_OF, pareto_front, write_pareto
 if TYPE_CHECKING:
     from search_spaces import BoundSpace
 
-__all__ = ["OptunaSearcher", "NSGA2Searcher", "constraint_values", "fit_to_budget"]
+__all__ = ["OptunaSearcher", "NSGA2Searcher", "constraint_values", "fit_to_budget", "RESULTS_TRIAL_ATTR"]
 
 
 def constraint_values(constraints: Constraints, *, flops_ratio: float, params_ratio: float,
@@ -118,6 +118,10 @@ def fit_to_budget(session: SearchSession, policy: Policy, bounds: Mapping[str, t
         scale *= max(exact.flops_ratio / max(pred.flops_ratio, 1e-12),
                      exact.params_ratio / max(pred.params_ratio, 1e-12)) * 1.002
     return fitted
+
+
+RESULTS_TRIAL_ATTR = "results_trial"
+"""Optuna user attribute: the ``trial`` column of the results.csv row a study trial's result is in."""
 
 
 class OptunaSearcher(Searcher):
@@ -262,12 +266,17 @@ class OptunaSearcher(Searcher):
         trial.set_user_attr("ratios", {k: round(v, 6) for k, v in policy.ratios.items()})
         overrides = {**cand.overrides,
                      **self._chunk_overrides(session.settings, cand.overrides, self._pruner, opts.report_chunks)}
-        note = f"{self.name} trial {trial.number}" + (f" warm-start {warm}" if warm else "")
+        # results.csv numbers evaluations; Optuna numbers asks (a re-served duplicate or a retried interrupted
+        # trial is an ask without a new row), so the note names the study's number as such
+        note = f"{self.name} study trial {trial.number}" + (f" warm-start {warm}" if warm else "")
         try:
             result = self._evaluate(session, trial, policy, overrides, note, opts)
         except BudgetExhausted:
             study.tell(trial, state=_state("FAIL"))
             raise
+        row = next((t for t, r in reversed(session.history) if r is result), None)
+        if row is not None:  # the results.csv trial holding this result (an earlier one for a re-served duplicate)
+            trial.set_user_attr(RESULTS_TRIAL_ATTR, row)
         self._tell(session, study, trial, result, self._objective_name)
 
     @staticmethod

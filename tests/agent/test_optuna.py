@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from agent.evaluation import EvalSettings
 from agent.results import ResultLog
 from agent.searchers import get_searcher
 from agent.searchers.baselines import greedy_policy, uniform_policy
+from agent.searchers.optuna_search import RESULTS_TRIAL_ATTR
 from agent.searchers.optuna_study import WARM_ATTR, check_storage_url, open_study
 from agent.session import SearchConfig, SearchSession
 
@@ -178,7 +180,16 @@ def test_nsga2_front_is_non_dominated_and_meets_its_constraints(tiny_task, tmp_p
     rows = _rows_of(tmp_path / "pareto.csv")
     assert [int(x["trial"]) for x in rows] == [t for t, _ in front]
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    assert _study(tmp_path, "nsga2").directions[1].name == "MINIMIZE"
+    study = _study(tmp_path, "nsga2")
+    assert study.directions[1].name == "MINIMIZE"
+    # every study trial names the results.csv row holding its result (Optuna's numbers count asks, not rows)
+    by_trial = {int(r["trial"]): r for r in _rows(tmp_path)}
+    told = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert told and all(t.user_attrs["policy_key"] == by_trial[t.user_attrs[RESULTS_TRIAL_ATTR]]["policy_key"]
+                        for t in told)
+    for row in by_trial.values():  # and each row's note names the study trial that points back at it
+        number = int(re.search(r"study trial (\d+)", row["note"]).group(1))
+        assert study.trials[number].user_attrs[RESULTS_TRIAL_ATTR] == int(row["trial"])
 
 
 def _rows_of(path):
