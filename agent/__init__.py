@@ -1,20 +1,28 @@
-"""PrunePilot: search per-layer structural pruning policies under accuracy and measured-latency constraints."""
+"""PrunePilot: search per-layer structural pruning policies under accuracy and measured-latency constraints.
 
-from .artifacts import load_pruned_model, save_pruned_model
-from .constraints import Constraints, LatencyTarget
-from .errors import SearchFailedError, UserInputError
-from .evaluation import EvalResult, EvalSettings, PruningEngine, evaluate_policy, get_engine
-from .export import export_model
-from .finetune import finetune_model
-from .iterative import iterative_prune
-from .measure import LatencyConfig, measure_latency
-from .policy import Policy
-from .results import ResultLog
-from .search import FinalTuneConfig, run_search
-from .sensitivity import SensitivityProfile, analyse_sensitivity
-from .session import SearchConfig, SearchSession
-from .tasks import Task, TaskSpec, build_task, load_task
-from .unstructured import SparsifyConfig, sparsify
+The public names below are imported on first use (PEP 562), so ``import agent`` (and ``prunepilot --help``)
+does not load torch, Torch-Pruning or timm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_pruned_model": "artifacts", "save_pruned_model": "artifacts",
+    "Constraints": "constraints", "LatencyTarget": "constraints",
+    "SearchFailedError": "errors", "UserInputError": "errors",
+    "EvalResult": "evaluation", "EvalSettings": "evaluation", "PruningEngine": "evaluation",
+    "evaluate_policy": "evaluation", "get_engine": "evaluation",
+    "export_model": "export", "finetune_model": "finetune", "iterative_prune": "iterative",
+    "LatencyConfig": "measure", "measure_latency": "measure", "Policy": "policy", "ResultLog": "results",
+    "FinalTuneConfig": "search", "run_search": "search",
+    "SensitivityProfile": "sensitivity", "analyse_sensitivity": "sensitivity",
+    "SearchConfig": "session", "SearchSession": "session",
+    "Task": "tasks", "TaskSpec": "tasks", "build_task": "tasks", "load_task": "tasks",
+    "SparsifyConfig": "unstructured", "sparsify": "unstructured",
+}
 
 __all__ = [
     "Constraints", "EvalResult", "EvalSettings", "FinalTuneConfig", "LatencyConfig", "LatencyTarget", "Policy",
@@ -23,3 +31,17 @@ __all__ = [
     "load_pruned_model", "load_task", "measure_latency", "run_search", "save_pruned_model",
     "SparsifyConfig", "export_model", "finetune_model", "iterative_prune", "sparsify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -253,17 +253,19 @@ class PruningEngine:
             dense_ms = self.dense(settings).latency_ms if settings.measure_latency else None
         return ratio * (dense_ms or float(table.predict({}))), ratio
 
-    def attach_latency_model(self, settings: EvalSettings, *, round_to: int | None = None, cache: bool = True) -> Any:
+    def attach_latency_model(self, settings: EvalSettings, *, round_to: int | None = None, cache: bool = True,
+                             progress: Callable[[int, int], None] | None = None) -> Any:
         """Build (or load from cache) the per-device latency table for ``settings.latency``.
 
         From then on it serves every prediction: ``latency_pred_ms`` in results, budget walls and
-        pre-evaluation rejection.
+        pre-evaluation rejection. ``progress(done, total)`` is called after each timed layer.
         """
         from .measure.lut import build_latency_table
 
         with self._lock:
             self.latency_model = build_latency_table(self.graph, input_shape=self.task.input_shape,
-                                                     config=settings.latency, round_to=round_to, cache=cache)
+                                                     config=settings.latency, round_to=round_to, cache=cache,
+                                                     progress=progress)
             return self.latency_model
 
     def dense(self, settings: EvalSettings) -> DenseMetrics:

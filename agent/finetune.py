@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,7 +70,8 @@ def default_finetune_lr(task: Task) -> float:
 
 
 def finetune_model(model: nn.Module, task: Task, *, config: FinalTuneConfig, device: str = "cpu",
-                   batch_size: int = 128, seed: int = 0, epochs: float | None = None) -> dict[str, Any]:
+                   batch_size: int = 128, seed: int = 0, epochs: float | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Fine-tune a pruned ``model`` in place on the task's training split.
 
     SGD with Nesterov momentum and a cosine schedule from ``config.lr`` to 0; with ``config.kd_alpha > 0`` the
@@ -83,6 +85,7 @@ def finetune_model(model: nn.Module, task: Task, *, config: FinalTuneConfig, dev
         batch_size: Mini-batch size.
         seed: Seed of the data order.
         epochs: Overrides ``config.epochs`` (iterative pruning passes its per-step share).
+        progress: Called as ``progress(done, total)`` after each training step.
 
     Returns:
         What was done: ``epochs``, ``steps``, ``lr``, ``kd_alpha``, ``kd_temperature``, ``loss`` (mean training
@@ -101,7 +104,8 @@ def finetune_model(model: nn.Module, task: Task, *, config: FinalTuneConfig, dev
     try:
         loss = train_steps(model.to(dev), task.data.train, device=dev, teacher=teacher,
                            config=TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-                                              kd_alpha=config.kd_alpha, kd_temperature=config.kd_temperature))
+                                              kd_alpha=config.kd_alpha, kd_temperature=config.kd_temperature),
+                           progress=(lambda s: progress(s, steps)) if progress else None)
     finally:
         task.model.to("cpu")
         model.to("cpu").eval()

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import user_error
-from .pruning.importance import check_importance
 
 __all__ = ["Policy", "DEFAULT_MAX_RATIO"]
 
@@ -31,6 +30,8 @@ class Policy:
     """Keep a multiple of this many channels per unit where possible (e.g. 8 for tensor cores)."""
 
     def __post_init__(self) -> None:
+        from .pruning.importance import check_importance  # lazily: agent.pruning loads torch (not for --help)
+
         object.__setattr__(self, "ratios", {str(k): float(v) for k, v in dict(self.ratios).items()})
         check_importance(self.importance)
         if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):

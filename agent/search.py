@@ -2,7 +2,7 @@
 
 This is the programmatic entry point behind ``prunepilot search``; everything it writes goes to ``out_dir``:
 ``results.csv`` (every evaluation, appended as it finishes), ``run_config.json``, ``best_policy.json``,
-``pruned_model.pt`` and ``summary.json``.
+``pruned_model.pt``, ``summary.json`` and ``sessions.json`` (wall time of every session of a resumed search).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .feasibility import check_latency_floor
 from .finetune import FinalTuneConfig, default_finetune_lr, finetune_model
 from .measure.lut import LatencyTable
 from .policy_file import write_policy_file
+from .progress import phase_bar
 from .pruning.coverage import check_prunable
 from .results import ResultLog
 from .searchers.base import get_searcher
@@ -34,7 +35,8 @@ from .storage import atomic_write_json
 from .tasks.task import Task
 from .training import accuracy
 
-__all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir", "finalize", "precheck_targets"]
+__all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir", "finalize", "precheck_targets",
+           "SESSIONS", "read_sessions"]
 
 
 def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
@@ -145,8 +147,47 @@ def _ranked_candidates(session: SearchSession) -> list[EvalResult]:
     return ranked
 
 
+SESSIONS = "sessions.json"
+"""Wall time and trial count of every session of a search (a resumed search adds one; Ctrl-C still records it)."""
+
+
+def read_sessions(out_dir: Path) -> list[dict[str, Any]]:
+    """The sessions recorded in ``out_dir`` (empty when none, or the file is unreadable)."""
+    try:
+        rows = json.loads((out_dir / SESSIONS).read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def _record_session(out_dir: Path, earlier: list[dict[str, Any]], session: SearchSession, *, ended: str) -> None:
+    if out_dir.is_dir():
+        atomic_write_json(out_dir / SESSIONS, [*earlier, {
+            "wall_s": round(time.monotonic() - session.started, 3), "trials": session.trials_done - session.resumed,
+            "ended": ended}])
+
+
 CLOSEST_POLICY = "closest_policy.json"
 """Written instead of ``best_policy.json`` when nothing was feasible: the closest policy (``feasible: false``)."""
+
+def _confirm(session: SearchSession, ranked: list[EvalResult], *, settings: EvalSettings,
+             confirmed: list[dict[str, Any]], progress: Any) -> tuple[EvalResult | None, Any]:
+    """Re-measure ``ranked`` in order; the first still feasible and its model (appends to ``confirmed``)."""
+    for i, cand in enumerate(ranked, 1):
+        cand_settings = dataclasses.replace(settings, **cand.settings_overrides) if cand.settings_overrides else settings
+        res, mdl = evaluate_policy(session.task, cand.policy, settings=cand_settings, constraints=session.constraints,
+                                   return_model=True)
+        res.settings_overrides = dict(cand.settings_overrides)
+        confirmed.append({"policy_key": cand.policy.key(), "feasible": res.feasible, "reason": res.reason,
+                          "latency_ms": res.latency_ms, "dense_latency_ms": res.dense_latency_ms,
+                          "latency_ratio": res.latency_ratio, "latency_ratio_lo": res.latency_ratio_lo,
+                          "latency_ratio_hi": res.latency_ratio_hi, "latency_rounds": res.latency_rounds})
+        if progress:
+            progress(i, len(ranked))
+        if res.ok and res.feasible:
+            return res, mdl
+    return None, None
+
 
 CONFIRM_ROUNDS = 5
 """Minimum paired latency rounds when the chosen policy is confirmed."""
@@ -155,11 +196,14 @@ CONFIRM_MAX_ROUNDS = 20
 
 
 def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, confirm_tries: int = 8,
-             extra_summary: dict[str, Any] | None = None) -> SearchOutcome:
+             extra_summary: dict[str, Any] | None = None, progress: bool = False,
+             earlier_sessions: list[dict[str, Any]] | None = None) -> SearchOutcome:
     """Confirm the best feasible policy by a fresh measurement, fine-tune it, and write every output file.
 
     Candidates are tried in order of accuracy; the first whose re-measured cost still meets the targets is
-    kept, so the reported policy always meets its latency target by measurement.
+    kept, so the reported policy always meets its latency target by measurement. With ``progress``, the
+    confirmation and the final fine-tune each show a bar on stderr. ``earlier_sessions`` (of a resumed search,
+    see :data:`SESSIONS`) add their wall time to ``wall_s_total``; ``wall_s`` is this session's alone.
     """
     task = session.task
     # confirmation measures latency in several rounds (robust to interference bursts), dense included
@@ -174,6 +218,9 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
         "dense": dataclasses.asdict(get_engine(task).dense(settings)) if ok else None,
         "wall_s": round(time.monotonic() - session.started, 3), **(extra_summary or {}),
     }
+    earlier = earlier_sessions or []
+    summary.update(sessions=len(earlier) + 1,
+                   wall_s_total=round(summary["wall_s"] + sum(float(e.get("wall_s") or 0) for e in earlier), 3))
     if not ok:
         atomic_write_json(out_dir / "summary.json", {**summary, "feasible": False, "best": None})
         if not counts["total"]:
@@ -182,19 +229,12 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
         reasons = sorted({r.reason for r in session.results()})[:3]
         raise SearchFailedError(f"every one of the {counts['total']} evaluations failed (e.g. {reasons}); "
                                 f"see {out_dir / 'results.csv'}")
-    chosen, model, confirmed = None, None, []
-    for cand in _ranked_candidates(session)[:confirm_tries]:
-        cand_settings = dataclasses.replace(settings, **cand.settings_overrides) if cand.settings_overrides else settings
-        res, mdl = evaluate_policy(task, cand.policy, settings=cand_settings, constraints=session.constraints,
-                                   return_model=True)
-        res.settings_overrides = dict(cand.settings_overrides)
-        confirmed.append({"policy_key": cand.policy.key(), "feasible": res.feasible, "reason": res.reason,
-                          "latency_ms": res.latency_ms, "dense_latency_ms": res.dense_latency_ms,
-                          "latency_ratio": res.latency_ratio, "latency_ratio_lo": res.latency_ratio_lo,
-                          "latency_ratio_hi": res.latency_ratio_hi, "latency_rounds": res.latency_rounds})
-        if res.ok and res.feasible:
-            chosen, model = res, mdl
-            break
+    confirmed: list[dict[str, Any]] = []
+    ranked = _ranked_candidates(session)[:confirm_tries]
+    with phase_bar("confirm best policy", enabled=progress and bool(ranked), unit="policy") as bar:
+        if bar:
+            bar(0, len(ranked))
+        chosen, model = _confirm(session, ranked, settings=settings, confirmed=confirmed, progress=bar)
     summary["confirmation"] = confirmed
     if chosen is None:
         closest = min(ok, key=lambda r: (len(r.reason.split(";")) if r.reason else 0, -r.accuracy))
@@ -216,8 +256,12 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
         from .iterative import iterative_prune
 
         per_step = dataclasses.replace(final, epochs=final.epochs / final.iterative_steps)
-        outcome = iterative_prune(task, chosen.policy, steps=final.iterative_steps, schedule=final.schedule,
-                                  power=final.power, finetune=per_step, settings=settings)
+        with phase_bar("final fine-tune (iterative)", enabled=progress, unit="prune step") as bar:
+            if bar:
+                bar(0, final.iterative_steps)
+            outcome = iterative_prune(task, chosen.policy, steps=final.iterative_steps, schedule=final.schedule,
+                                      power=final.power, finetune=per_step, settings=settings,
+                                      on_step=(lambda s: bar(s.step, final.iterative_steps)) if bar else None)
         assert {k: v.tolist() for k, v in outcome.plan.items()} == {k: v.tolist() for k, v in removed.items()}
         model = outcome.model
         final_metrics = {"epochs": final.epochs, "steps": sum(s.finetune_steps for s in outcome.steps),
@@ -225,8 +269,9 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
                          "iterative_steps": final.iterative_steps, "schedule": final.schedule,
                          "wall_s": round(sum(s.wall_s for s in outcome.steps), 3), "iterative": outcome.records()}
     elif final.epochs > 0:
-        final_metrics = finetune_model(model, task, config=final, device=settings.device,
-                                       batch_size=settings.finetune_batch, seed=settings.seed)
+        with phase_bar("final fine-tune", enabled=progress) as bar:
+            final_metrics = finetune_model(model, task, config=final, device=settings.device,
+                                           batch_size=settings.finetune_batch, seed=settings.seed, progress=bar)
     dev = settings.device
     final_metrics["val_accuracy"] = accuracy(model.to(dev), task.data.val, device=dev)
     final_metrics["test_accuracy"] = accuracy(model, task.data.test, device=dev)
@@ -274,10 +319,15 @@ def _importance_up_front(engine: PruningEngine, *, config: SearchConfig, setting
                          "choose another criterion, e.g. --importance l2") from exc
 
 
-def _latency_table(engine: PruningEngine, *, settings: EvalSettings, round_to: int | None) -> LatencyTable | None:
-    """The per-device latency table, or None with a warning when it can't be built (latency is still measured)."""
+def _latency_table(engine: PruningEngine, *, settings: EvalSettings, round_to: int | None,
+                   progress: bool = False) -> LatencyTable | None:
+    """The per-device latency table, or None with a warning when it can't be built (latency is still measured).
+
+    With ``progress``, building it (not loading it from the cache) shows a bar on stderr.
+    """
     try:
-        return engine.attach_latency_model(settings, round_to=round_to)
+        with phase_bar("latency table", enabled=progress, unit="layer") as bar:
+            return engine.attach_latency_model(settings, round_to=round_to, progress=bar)
     except UserInputError:
         raise
     except Exception as exc:  # noqa: BLE001 - degrade: searchers steer by measurement only
@@ -317,27 +367,35 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
     fresh = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
     _write_run_config(out, task=task, constraints=constraints, settings=settings, config=config, resume=resume)
-    table = _latency_table(engine, settings=settings, round_to=config.round_to) \
+    table = _latency_table(engine, settings=settings, round_to=config.round_to, progress=progress) \
         if latency_model and settings.measure_latency else None
     if table is not None:
         check_latency_floor(engine.graph, table, constraints=constraints, max_ratio=config.max_ratio,
                             round_to=config.round_to, dense_ms=engine.dense(settings).latency_ms)
     else:
         engine.latency_model = None
+    earlier = read_sessions(out) if resume else []
     log = ResultLog.open(out / "results.csv", resume=resume)
     session = SearchSession(task=task, constraints=constraints, settings=settings, config=config, log=log,
                             progress=progress, output_dir=out,
                             planned=searcher_cls.planned_evaluations(config=config, constraints=constraints))
     searcher = searcher_cls()
     try:
-        searcher.run(session)
-    except UserInputError:
-        if fresh and session.trials_done == 0:  # bad input found late (e.g. no cluster): leave nothing behind
-            shutil.rmtree(out, ignore_errors=True)
+        try:
+            searcher.run(session)
+        except UserInputError:
+            if fresh and session.trials_done == 0:  # bad input found late (e.g. no cluster): leave nothing behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        finally:
+            session.close()
+        if session._sensitivity is not None:  # the profile a guided searcher used, for `prunepilot report`
+            session._sensitivity.to_json(out / "sensitivity.json")
+        outcome = finalize(session, out_dir=out, final=final or FinalTuneConfig(),
+                           extra_summary={"searcher": searcher.describe(), "resumed_trials": session.resumed},
+                           progress=progress, earlier_sessions=earlier)
+    except BaseException:
+        _record_session(out, earlier, session, ended="interrupted")
         raise
-    finally:
-        session.close()
-    if session._sensitivity is not None:  # the profile a guided searcher used, for `prunepilot report`
-        session._sensitivity.to_json(out / "sensitivity.json")
-    return finalize(session, out_dir=out, final=final or FinalTuneConfig(),
-                    extra_summary={"searcher": searcher.describe(), "resumed_trials": session.resumed})
+    _record_session(out, earlier, session, ended="finished")
+    return outcome

@@ -23,7 +23,7 @@ from .storage import atomic_write_json, atomic_write_text
 from .tasks.datasets import cache_dir
 from .tasks.task import Task
 
-__all__ = ["SensitivityProfile", "analyse_sensitivity", "DEFAULT_SENSITIVITY_RATIOS", "plot_sensitivity"]
+__all__ = ["SensitivityProfile", "analyse_sensitivity", "DEFAULT_SENSITIVITY_RATIOS", "plot_sensitivity", "curve_styles"]
 
 DEFAULT_SENSITIVITY_RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -45,7 +45,8 @@ class SensitivityProfile:
     latency_ratio: dict[str, list[float]]
     """Unit -> whole-model measured latency ratio at each ratio (empty lists when latency is off)."""
     macs_share: dict[str, float]
-    """Unit -> share of dense MACs in the layers it touches."""
+    """Unit -> share of dense MACs in the layers it touches (shrinks in or out), so shares of neighbouring units
+    overlap and sum to about 2; shown as "MACs touched"."""
     latency_share: dict[str, float]
     """Unit -> measured share of dense latency it controls (latency saved at the largest ratio / that ratio)."""
     importance: str = "l2"
@@ -66,7 +67,10 @@ class SensitivityProfile:
         return [self.dense_accuracy - a for a in self.accuracy[unit]]
 
     def rows(self) -> list[dict[str, object]]:
-        """Flat rows (unit, ratio, accuracy, acc_drop, flops_ratio, latency_ratio, shares) for CSV export."""
+        """Flat rows (unit, ratio, accuracy, acc_drop, flops_ratio, latency_ratio, shares) for CSV export.
+
+        ``macs_touched`` is :attr:`macs_share` (the share of dense MACs in layers the unit shrinks; overlapping).
+        """
         out = []
         for unit in self.units:
             for i, r in enumerate(self.ratios):
@@ -75,7 +79,7 @@ class SensitivityProfile:
                     "unit": unit, "ratio": r, "accuracy": self.accuracy[unit][i],
                     "acc_drop": self.dense_accuracy - self.accuracy[unit][i],
                     "flops_ratio": self.flops_ratio[unit][i], "latency_ratio": lat[i] if lat else None,
-                    "macs_share": self.macs_share[unit], "latency_share": self.latency_share.get(unit),
+                    "macs_touched": self.macs_share[unit], "latency_share": self.latency_share.get(unit),
                 })
         return out
 
@@ -166,8 +170,22 @@ def analyse_sensitivity(
     return profile
 
 
+_MARKERS = "osD^vP*Xph<>"
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def curve_styles(n: int) -> list[dict[str, str]]:
+    """Matplotlib styles of ``n`` curves, each (colour, marker, line style) combination distinct.
+
+    Colours cycle through the 10 of ``tab10``; every next ten change the line style, and the marker follows the
+    curve index, so units past the tenth never reuse a look (up to 480 units).
+    """
+    return [{"color": f"C{i % 10}", "marker": _MARKERS[i % len(_MARKERS)],
+             "linestyle": _LINESTYLES[(i // 10) % len(_LINESTYLES)]} for i in range(n)]
+
+
 def plot_sensitivity(profile: SensitivityProfile, path: str | Path) -> None:
-    """Accuracy-vs-ratio curve per unit, as a PNG."""
+    """Accuracy-vs-ratio curve per unit, as a PNG (distinct colour / marker / line style per unit, legend beside)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,15 +193,17 @@ def plot_sensitivity(profile: SensitivityProfile, path: str | Path) -> None:
 
     from .storage import atomic_path
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for unit in profile.units:
-        ax.plot([0, *profile.ratios], [profile.dense_accuracy, *profile.accuracy[unit]], marker="o", label=unit)
+    n = len(profile.units)
+    ncol = max(1, -(-n // 24))  # legend columns: at most 24 rows
+    fig, ax = plt.subplots(figsize=(7 + 2.2 * ncol, max(4.5, 0.2 * min(n, 24))))
+    for unit, style in zip(profile.units, curve_styles(n), strict=True):
+        ax.plot([0, *profile.ratios], [profile.dense_accuracy, *profile.accuracy[unit]], label=unit,
+                markersize=4, linewidth=1.2, **style)
     ax.set_xlabel("pruning ratio of the unit alone")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Sensitivity ({profile.importance} importance)")
     ax.grid(alpha=0.3)
-    if len(profile.units) <= 16:
-        ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=ncol, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -25,6 +25,7 @@ from .errors import UserInputError
 from .evaluation import EvalResult, EvalSettings, PruningEngine, evaluate_policy, get_engine
 from .measure.latency import measure_latency_ratio
 from .policy import DEFAULT_MAX_RATIO, Policy
+from .progress import phase_bar
 from .results import ResultLog
 from .sensitivity import DEFAULT_SENSITIVITY_RATIOS, SensitivityProfile, analyse_sensitivity
 from .tasks.task import Task
@@ -338,9 +339,10 @@ class SearchSession:
         """The task's sensitivity profile (measured once, cached on disk)."""
         if self._sensitivity is None:
             try:
-                self._sensitivity = analyse_sensitivity(
-                    self.task, ratios=self.config.sensitivity_ratios, importance=self.config.importance,
-                    settings=dataclasses.replace(self.settings, finetune_steps=0))
+                with phase_bar("sensitivity", enabled=self._bar is not None, unit="eval") as bar:
+                    self._sensitivity = analyse_sensitivity(
+                        self.task, ratios=self.config.sensitivity_ratios, importance=self.config.importance,
+                        settings=dataclasses.replace(self.settings, finetune_steps=0), progress=bar)
             except (UserInputError, BudgetExhausted, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001 - a whole-run phase: one line and exit 2

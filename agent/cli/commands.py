@@ -12,6 +12,10 @@ from pathlib import Path
 from ..errors import user_error
 from ..policy import DEFAULT_MAX_RATIO
 from .common import (
+    DATASET_HELP,
+    DEVICE_HELP,
+    MODEL_HELP,
+    QUIET_HELP,
     add_constraint_args,
     add_eval_args,
     add_task_args,
@@ -23,8 +27,8 @@ from .common import (
     task_from_args,
 )
 from .deploy import DEPLOY_COMMANDS
-from .display import print_search_summary, print_table
-from .optuna_args import add_optuna_args
+from .display import SENSITIVITY_HEADER, print_search_summary, print_table, sensitivity_rows
+from .optuna_args import add_optuna_args, add_search_space_arg
 from .rl_args import add_rl_args
 
 __all__ = ["REGISTRY"]
@@ -65,22 +69,23 @@ def _train(args: argparse.Namespace) -> int:
 
 def _register_train(sub: SubParsers) -> None:
     p = sub.add_parser("train", help="train a dense baseline and save a checkpoint")
-    p.add_argument("--model", default="cnn1d")
-    p.add_argument("--dataset", default="mnist1d")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="cnn1d", help=MODEL_HELP)
+    p.add_argument("--dataset", default="mnist1d", help=DATASET_HELP)
+    p.add_argument("--data-root", default=None, help="local directory of torchvision datasets")
+    p.add_argument("--download", action="store_true", help="allow downloading the dataset into --data-root")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the dataset generator and split")
+    p.add_argument("--epochs", type=int, default=15, help="passes over the training split (default 15)")
+    p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate, cosine-annealed (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weight init and data order")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--out", required=True, help="output directory (dense.pt, train.json)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_train)
 
 
 # ---------------------------------------------------------------- sensitivity
 def _sensitivity(args: argparse.Namespace) -> int:
+    from ..progress import phase_bar
     from ..sensitivity import analyse_sensitivity, plot_sensitivity
 
     check_task_args(args)
@@ -90,28 +95,14 @@ def _sensitivity(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     out = _out_dir(args.out)
     task = task_from_args(args, progress=not args.quiet)
-    bar = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="sensitivity", unit="eval")
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-    profile = analyse_sensitivity(task, ratios=args.ratios, importance=args.importance, settings=settings,
-                                  cache=not args.no_cache, progress=progress)
-    if bar is not None:
-        bar.close()
+    with phase_bar("sensitivity", enabled=not args.quiet, unit="eval") as bar:
+        profile = analyse_sensitivity(task, ratios=args.ratios, importance=args.importance, settings=settings,
+                                      cache=not args.no_cache, progress=bar)
     profile.to_csv(out / "sensitivity.csv")
     profile.to_json(out / "sensitivity.json")
     plot_sensitivity(profile, out / "sensitivity.png")
-    rows = [(u, " ".join(f"{d:6.2f}" for d in profile.drops(u)), f"{profile.macs_share[u]:.3f}",
-             f"{profile.latency_share[u]:.3f}") for u in profile.units]
-    print_table(f"accuracy drop (points) at ratios {profile.ratios}", rows,
-                header=("unit", "drops", "MACs share", "latency share"))
+    print_table(f"accuracy drop (points) at ratios {profile.ratios}", sensitivity_rows(profile),
+                header=SENSITIVITY_HEADER)
     print(f"wrote {out / 'sensitivity.csv'} and {out / 'sensitivity.png'}")
     return 0
 
@@ -120,11 +111,12 @@ def _register_sensitivity(sub: SubParsers) -> None:
     p = sub.add_parser("sensitivity", help="per-unit accuracy drop at several ratios (CSV + PNG)")
     add_task_args(p)
     add_eval_args(p)
-    p.add_argument("--ratios", type=ratio_list, default=[0.1, 0.3, 0.5, 0.7, 0.9])
+    p.add_argument("--ratios", type=ratio_list, default=[0.1, 0.3, 0.5, 0.7, 0.9],
+                   help="pruning ratios each unit is tried at alone (default 0.1,0.3,0.5,0.7,0.9)")
     p.add_argument("--no-cache", action="store_true", help="re-measure even if a cached profile exists")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-candidate fine-tune")
+    p.add_argument("--out", required=True, help="output directory (sensitivity.csv/json/png)")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_sensitivity)
 
 
@@ -174,7 +166,7 @@ def _register_evaluate(sub: SubParsers) -> None:
                    "'evaluation' settings are used unless a flag overrides them")
     p.add_argument("--seed", type=int, default=None, help="fine-tune seed (default: the policy file's, else 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_evaluate)
 
 
@@ -267,7 +259,7 @@ def _register_search(sub: SubParsers) -> None:
     g.add_argument("--method", default="greedy", help="uniform, global, greedy, knapsack, optuna, nsga2, rl, ray")
     g.add_argument("--trials", type=int, default=None, help="maximum evaluated policies (default 40; for --method rl "
                    "the --episodes count; with --storage, the shared study's total over all its workers)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seed of the searcher and the per-candidate fine-tune")
     g.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO, help="largest per-unit ratio")
     g.add_argument("--min-ratio", type=float, default=0.0, help="smallest per-unit ratio")
     g.add_argument("--round-to", type=int, default=None, help="keep multiples of N channels (default: 8 with a "
@@ -277,13 +269,14 @@ def _register_search(sub: SubParsers) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")
     g.add_argument("--no-latency-model", action="store_true",
                    help="skip the per-device latency table (no latency predictions; every check is measured)")
+    add_search_space_arg(g)
     g.add_argument("--out", required=True, help="output directory")
-    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     f = p.add_argument_group("final fine-tune")
     f.add_argument("--final-epochs", type=float, default=3.0, help="fine-tune epochs of the chosen policy")
     f.add_argument("--final-lr", type=float, default=None, help="default: 1/10 of the dense training LR")
     f.add_argument("--kd-alpha", type=float, default=0.0, help="distillation weight from the dense model")
-    f.add_argument("--kd-temperature", type=float, default=4.0)
+    f.add_argument("--kd-temperature", type=float, default=4.0, help="distillation softmax temperature")
     f.add_argument("--iterative-steps", type=int, default=1, help="reach the policy in K pruning steps (1 = one-shot)")
     f.add_argument("--schedule", default="poly", help="iterative sparsity schedule: linear or poly (TF-MOT)")
     f.add_argument("--schedule-power", type=float, default=3.0, help="exponent of the poly schedule")

@@ -3,15 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from ..constraints import Constraints, LatencyTarget
-from ..evaluation import EvalSettings
-from ..measure.latency import LatencyConfig, resolve_device
-from ..pruning.importance import check_importance
-from ..tasks.task import Task, TaskSpec, build_task
+
+if TYPE_CHECKING:  # torch-loading modules are imported inside the functions, so `--help` stays fast
+    from ..evaluation import EvalSettings
+    from ..tasks.task import Task
 
 __all__ = ["add_task_args", "add_eval_args", "add_constraint_args", "task_from_args", "settings_from_args",
-           "constraints_from_args", "ratio_list", "given_eval_flags", "choose_threads"]
+           "constraints_from_args", "ratio_list", "given_eval_flags", "choose_threads", "MODEL_HELP", "DATASET_HELP",
+           "QUIET_HELP", "DEVICE_HELP", "LazyChoices"]
+
+MODEL_HELP = "model spec: cnn1d (default), mlp, lenet, resnet20, resnet56, tv:<torchvision name>, or package.module:factory"
+DATASET_HELP = "mnist1d (default), digits, digits32, mnist, fashion-mnist, cifar10, imagefolder:PATH"
+QUIET_HELP = "no progress bars, no warnings (results and errors are still printed)"
+DEVICE_HELP = "cpu, cuda or cuda:N"
+
+
+class LazyChoices(Sequence[str]):
+    """argparse ``choices`` read from ``module.attr`` on first use (a value check or ``--help`` of that command).
+
+    Building the parser then imports nothing heavy, so ``prunepilot --help`` does not load torch or gymnasium.
+    """
+
+    def __init__(self, module: str, attr: str) -> None:
+        self._where, self._values = (module, attr), None
+
+    def _load(self) -> tuple[str, ...]:
+        if self._values is None:
+            value = getattr(importlib.import_module(self._where[0]), self._where[1])
+            self._values = tuple(value() if callable(value) else value)
+        return self._values
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        return self._load()[index]
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
 
 
 def ratio_list(text: str) -> list[float]:
@@ -31,10 +68,8 @@ def add_task_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Fal
     g = p.add_argument_group("task")
     g.add_argument("--checkpoint", required=checkpoint_required,
                    help="dense checkpoint (from `prunepilot train`, or a state_dict with --model/--dataset)")
-    g.add_argument("--model", default=None, help="model spec: cnn1d (default), mlp, lenet, resnet20, resnet56, "
-                   "tv:<torchvision name>, or package.module:factory")
-    g.add_argument("--dataset", default=None, help="mnist1d (default), digits, digits32, mnist, fashion-mnist, cifar10, "
-                   "imagefolder:PATH")
+    g.add_argument("--model", default=None, help=MODEL_HELP)
+    g.add_argument("--dataset", default=None, help=DATASET_HELP)
     g.add_argument("--data-root", default=None, help="local directory of torchvision datasets")
     g.add_argument("--download", action="store_true", help="allow downloading the dataset into --data-root")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the dataset generator and split")
@@ -57,7 +92,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--finetune-lr", type=float, default=None,
                    help="learning rate of the short fine-tune (default 0.01; evaluate: the policy file's)")
     g.add_argument("--eval-limit", type=int, default=None, help="score candidates on the first N val samples")
-    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--device", default="cpu", help=DEVICE_HELP)
     g.add_argument("--latency-batch", type=int, default=64, help="batch size of latency measurements")
     g.add_argument("--no-latency", action="store_true", help="do not time candidates (FLOPs-only studies)")
     g.add_argument("--threads", type=int, default=None,
@@ -79,6 +114,8 @@ def add_constraint_args(p: argparse.ArgumentParser) -> None:
 
 def check_task_args(args: argparse.Namespace) -> None:
     """Cheap validation of names before any data is loaded or model trained."""
+    from ..tasks.task import TaskSpec
+
     if args.checkpoint is None:
         TaskSpec(args.model or "cnn1d", args.dataset or "mnist1d", args.data_seed).validate()
     if getattr(args, "train_epochs", 1) < 1:
@@ -89,6 +126,8 @@ def check_task_args(args: argparse.Namespace) -> None:
 
 def task_from_args(args: argparse.Namespace, *, progress: bool) -> Task:
     """Build the task an invocation works on."""
+    from ..tasks.task import build_task
+
     return build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,
                       download=args.download, data_seed=args.data_seed, train_epochs=args.train_epochs,
                       trust_checkpoint=args.trust_checkpoint, progress=progress,
@@ -97,6 +136,10 @@ def task_from_args(args: argparse.Namespace, *, progress: bool) -> Task:
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     """Evaluation settings from the parsed arguments (validated)."""
+    from ..evaluation import EvalSettings
+    from ..measure.latency import LatencyConfig, resolve_device
+    from ..pruning.importance import check_importance
+
     check_importance(args.importance)
     device = str(resolve_device(args.device))
     given = {k: v for k, v in (("finetune_steps", args.finetune_steps), ("finetune_lr", args.finetune_lr),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import user_error
-from .common import add_task_args, check_task_args, task_from_args
+from .common import DEVICE_HELP, QUIET_HELP, add_task_args, check_task_args, task_from_args
 from .display import print_table
 
 __all__ = ["DEPLOY_COMMANDS"]
@@ -122,12 +122,12 @@ def _register_finetune(sub: SubParsers) -> None:
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the training split")
     p.add_argument("--lr", type=float, default=None, help="peak LR (default: 1/10 of the dense training LR)")
     p.add_argument("--kd-alpha", type=float, default=0.0, help="distillation weight from the dense model, 0..1")
-    p.add_argument("--kd-temperature", type=float, default=4.0)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kd-temperature", type=float, default=4.0, help="distillation softmax temperature")
+    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order")
     p.add_argument("--out", required=True, help="output directory (pruned_model.pt, finetune.json)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_finetune)
 
 
@@ -201,12 +201,12 @@ def _register_sparsify(sub: SubParsers) -> None:
     p.add_argument("--skip-output-layer", action="store_true", help="leave the classifier's weights dense")
     p.add_argument("--cleanup", action="store_true", help="remove channels whose connections are all pruned")
     p.add_argument("--finetune-epochs", type=float, default=0.0, help="fine-tune with the masks in place")
-    p.add_argument("--finetune-lr", type=float, default=None)
+    p.add_argument("--finetune-lr", type=float, default=None, help="fine-tune LR (default: 1/10 of the dense LR)")
     p.add_argument("--bn-batches", type=int, default=8, help="BatchNorm re-estimation batches (0 = off)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order")
     p.add_argument("--out", required=True, help="output directory (pruned_model.pt, sparsity.csv/json)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_sparsify)
 
 
@@ -248,7 +248,7 @@ def _register_export(sub: SubParsers) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest tolerated output difference")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_export)
 
 
@@ -267,7 +267,7 @@ def _register_report(sub: SubParsers) -> None:
     p = sub.add_parser("report", help="write report.md / report.html with plots for a search output directory")
     p.add_argument("dir", help="the --out directory of a search")
     p.add_argument("--out", default=None, help="where to write (default: DIR)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_report)
 
 

@@ -6,7 +6,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["print_table", "print_search_summary"]
+__all__ = ["print_table", "print_search_summary", "sensitivity_rows", "SENSITIVITY_HEADER"]
+
+SENSITIVITY_HEADER = ("unit", "drops", "MACs touched", "latency share")
+"""Columns of the printed sensitivity table. "MACs touched": share of dense MACs in the layers the unit shrinks
+(in or out channels), so neighbouring units overlap and the column sums to about 2."""
+
+
+def _percent(share: float | None) -> str:
+    """A share in percent with two significant digits, so a unit that costs time never reads as 0."""
+    if share is None:
+        return "-"
+    if share <= 0:
+        return "0% (within noise)"
+    return f"{100 * share:.2g}%" if share < 0.1 else f"{100 * share:.0f}%"
+
+
+def sensitivity_rows(profile: Any) -> list[tuple[str, str, str, str]]:
+    """Rows of the sensitivity table (see :data:`SENSITIVITY_HEADER`) of a ``SensitivityProfile``."""
+    measured = any(profile.latency_ratio.get(u) for u in profile.units)
+    return [(u, " ".join(f"{d:6.2f}" for d in profile.drops(u)), _percent(profile.macs_share[u]),
+             _percent(profile.latency_share.get(u)) if measured else "-") for u in profile.units]
 
 
 def print_table(title: str, rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> None:

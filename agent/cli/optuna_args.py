@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserInputError
+from .common import LazyChoices
 
 __all__ = ["add_optuna_args", "add_search_space_arg"]
 
@@ -33,7 +34,13 @@ def _load_space(text: str) -> None:
     load_space(text)
 
 
-def add_search_space_arg(p: argparse.ArgumentParser) -> None:
+def _check_storage(text: str) -> None:
+    from ..searchers.optuna_study import check_storage_url
+
+    check_storage_url(text)
+
+
+def add_search_space_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:  # noqa: SLF001
     """``--search-space NAME|FILE`` (shared by every method that samples the declarative space; added once)."""
     if "--search-space" in p._option_string_actions:  # noqa: SLF001 - another method's hook added it already
         return
@@ -43,11 +50,10 @@ def add_search_space_arg(p: argparse.ArgumentParser) -> None:
 
 def add_optuna_args(p: argparse.ArgumentParser) -> None:
     """Options of ``--method optuna`` and ``--method nsga2``."""
-    from ..searchers.optuna_study import OBJECTIVES, PRUNERS, SAMPLERS, check_storage_url
-
+    study = "agent.searchers.optuna_study"
     g = p.add_argument_group("optuna / nsga2")
-    g.add_argument("--sampler", choices=SAMPLERS, default=None, help="optuna sampler (default tpe)")
-    g.add_argument("--storage", default=None, type=_checked(check_storage_url),
+    g.add_argument("--sampler", choices=LazyChoices(study, "SAMPLERS"), default=None, help="optuna sampler (default tpe)")
+    g.add_argument("--storage", default=None, type=_checked(_check_storage),
                    help="Optuna storage URL (default sqlite:///OUT/study.db); an explicit URL, e.g. "
                    "postgresql://user:pw@host/db, is a study shared by every worker given it (each with its own "
                    "--out), and --trials is then the study's total over all workers")
@@ -55,9 +61,9 @@ def add_optuna_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--heartbeat", type=int, default=None,
                    help="seconds between heartbeats of a running trial in a --storage study (default 20); a trial "
                    "silent for 3 intervals (its worker died) is marked FAIL by a live worker and retried")
-    g.add_argument("--objective", choices=OBJECTIVES, default=None,
+    g.add_argument("--objective", choices=LazyChoices(study, "OBJECTIVES"), default=None,
                    help="nsga2 cost objective (default latency; flops with --no-latency)")
-    g.add_argument("--pruner", choices=PRUNERS, default=None,
+    g.add_argument("--pruner", choices=LazyChoices(study, "PRUNERS"), default=None,
                    help="stop weak candidates during the short fine-tune (default median for optuna)")
     g.add_argument("--no-warm-start", dest="warm_start", action="store_false", default=None,
                    help="do not enqueue the uniform and greedy policies as the first trials")

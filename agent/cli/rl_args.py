@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import LazyChoices
+
 __all__ = ["add_rl_args"]
 
 
@@ -19,15 +21,12 @@ def _positive_int(text: str) -> int:
 
 def add_rl_args(p: argparse.ArgumentParser) -> None:
     """``--rl-algo``, ``--episodes``, ``--action-mode``, ``--reward``."""
-    from env.config import ACTION_MODES
-    from env.rewards import reward_names
-
-    from ..searchers.rl import RL_ALGOS
-
     g = p.add_argument_group("rl (--method rl)")
-    g.add_argument("--rl-algo", choices=RL_ALGOS, default=None, help="stable-baselines3 agent (default td3)")
+    g.add_argument("--rl-algo", choices=LazyChoices("agent.searchers.rl", "RL_ALGOS"), default=None,
+                   help="stable-baselines3 agent (default td3)")
     g.add_argument("--episodes", type=_positive_int, default=None,
                    help="episodes, one evaluation each (default: --trials); each also counts as a trial")
-    g.add_argument("--action-mode", choices=ACTION_MODES, default=None,
+    g.add_argument("--action-mode", choices=LazyChoices("env.config", "ACTION_MODES"), default=None,
                    help="actions set per-unit ratios (default) or normalised-importance thresholds")
-    g.add_argument("--reward", choices=reward_names(), default=None, help="episode reward (default acc)")
+    g.add_argument("--reward", choices=LazyChoices("env.rewards", "reward_names"), default=None,
+                   help="episode reward (default acc)")

@@ -38,6 +38,15 @@ class ReportOutcome:
     """Optional inputs that were not available."""
 
 
+def _wall_time(summary: dict[str, Any]) -> str:
+    """Search wall time over every session (a resumed search's earlier sessions included)."""
+    total, sessions = summary.get("wall_s_total", summary.get("wall_s")), summary.get("sessions") or 1
+    if sessions > 1:
+        return (f"search wall time: {_f(total, '.1f', ' s')} over {sessions} sessions "
+                f"(the last one {_f(summary.get('wall_s'), '.1f', ' s')})")
+    return f"search wall time: {_f(total, '.1f', ' s')}"
+
+
 def _f(x: Any, spec: str = ".3f", suffix: str = "") -> str:
     if x is None:
         return "-"
@@ -85,7 +94,7 @@ class _Builder:
             f"evaluations: {counts.get('total', 0)} ({counts.get('feasible', 0)} feasible, "
             f"{counts.get('failed', 0)} failed)",
             f"feasible policy found: **{'yes' if s.get('feasible') else 'no'}**",
-            f"search wall time: {_f(s.get('wall_s'), '.1f', ' s')}",
+            _wall_time(s),
         ]))
 
     def dense_vs_pruned(self) -> None:

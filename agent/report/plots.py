@@ -83,7 +83,10 @@ def plot_progress(results: Sequence[tuple[int, EvalResult]], path: Path, *, dens
         ax.axhline(dense_accuracy, ls="--", color="#333333", lw=1, label="dense")
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlim(0.5, max(1, len(xs)) + 0.5)  # whole evaluations, even for a one-evaluation run
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, min(high, 100.0))  # accuracy never exceeds 100%
     ax.set_xlabel("evaluation")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Search progress")

@@ -70,8 +70,18 @@ def test_resume_does_not_rerun_finished_trials(tmp_path, tiny_checkpoint):
     rows = (out / "results.csv").read_text().splitlines()
     r = _run(*args)
     assert r.returncode == 2 and "--resume" in r.stderr  # refuses to clobber
+    first = json.loads((out / "summary.json").read_text())
     assert _run(*args, "--resume").returncode == 0
     assert (out / "results.csv").read_text().splitlines() == rows
+    # the report of the resumed search counts both sessions' wall time, not only the last one's
+    sessions = json.loads((out / "sessions.json").read_text())
+    assert [s["ended"] for s in sessions] == ["finished", "finished"] and sessions[1]["trials"] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sessions"] == 2
+    assert summary["wall_s_total"] == pytest.approx(sessions[0]["wall_s"] + summary["wall_s"], abs=1e-2)
+    assert summary["wall_s_total"] > first["wall_s"]
+    assert main(["report", str(out), "--quiet"]) == 0
+    assert "over 2 sessions" in (out / "report.md").read_text()
 
 
 BAD_INPUTS = [
@@ -215,3 +225,42 @@ def test_readme_resnet20_example_works_as_written(tmp_path):
     assert best["feasible"] and best["metrics"]["flops_ratio"] <= 0.5 and best["evaluation"]["finetune_steps"] == 100
     scored = json.loads(results["evaluate"].stdout)
     assert scored["feasible"] and scored["accuracy"] == pytest.approx(best["metrics"]["accuracy"], abs=0.5)
+
+
+def _subparsers():
+    import argparse
+
+    from agent.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_help_describes_every_option_of_every_command():
+    import argparse
+
+    missing = [f"{name} {a.option_strings[0] if a.option_strings else a.dest}"
+               for name, p in _subparsers().items() for a in p._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert not missing, missing
+
+
+def test_search_space_is_a_search_option():
+    groups = {g.title: [o for a in g._group_actions for o in a.option_strings]
+              for g in _subparsers()["search"]._action_groups}
+    assert "--search-space" in groups["search"]
+    assert not any("--search-space" in opts for title, opts in groups.items() if title != "search")
+
+
+def test_top_level_help_imports_no_heavy_module():
+    probe = ("import sys\nfrom agent.cli.main import main\nassert main(['--help']) == 0\n"
+             "print(sorted(m for m in ('torch', 'torch_pruning', 'optuna', 'ray', 'pandas', 'matplotlib', 'gymnasium',"
+             " 'stable_baselines3', 'timm') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    r = subprocess.run([sys.executable, "-m", "agent.cli.main", "--help"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0 and "COMMAND" in r.stdout
+    assert "RuntimeWarning" not in r.stderr  # `python -m agent.cli.main` runs the module once

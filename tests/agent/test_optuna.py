@@ -178,7 +178,12 @@ def test_nsga2_front_is_non_dominated_and_meets_its_constraints(tiny_task, tmp_p
     rows = _rows_of(tmp_path / "pareto.csv")
     assert [int(x["trial"]) for x in rows] == [t for t, _ in front]
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    assert _study(tmp_path, "nsga2").directions[1].name == "MINIMIZE"
+    study = _study(tmp_path, "nsga2")
+    assert study.directions[1].name == "MINIMIZE"
+    # results.csv's trial column is the study's trial number (they used to drift apart)
+    rows_csv = _rows(tmp_path)
+    assert rows_csv and all(study.trials[int(r["trial"])].user_attrs.get("policy_key") == r["policy_key"]
+                            for r in rows_csv)
 
 
 def _rows_of(path):

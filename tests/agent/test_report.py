@@ -73,3 +73,18 @@ def test_pareto_mask():
     acc = [90.0, 95.0, 94.0, 95.0, 80.0]
     cost = [0.3, 0.5, 0.6, 0.5, 0.2]
     assert pareto_mask(acc, cost) == [True, True, False, True, True]
+
+
+def test_progress_plot_of_a_one_evaluation_run_has_whole_ticks_and_stops_at_100(tmp_path, monkeypatch):
+    from agent.evaluation import EvalResult
+    from agent.policy import Policy
+    from agent.report import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    result = EvalResult(Policy({"conv1": 0.5}), accuracy=100.0, dense_accuracy=100.0, feasible=True)
+    plots.plot_progress([(0, result)], tmp_path / "p.png", dense_accuracy=100.0)
+    ax = figures[0].axes[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks == [1.0]
+    assert ax.get_ylim()[1] <= 100.0
