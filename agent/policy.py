@@ -12,10 +12,25 @@ from typing import Any
 
 from .errors import user_error
 
-__all__ = ["Policy", "DEFAULT_MAX_RATIO"]
+__all__ = ["Policy", "DEFAULT_MAX_RATIO", "read_policy_json"]
 
 DEFAULT_MAX_RATIO = 0.9
 """Largest per-unit ratio searchers propose by default (a unit always keeps >= 1 channel anyway)."""
+
+
+def read_policy_json(path: str | Path) -> object:
+    """The parsed JSON of a policy file.
+
+    Raises:
+        UserInputError: The file is missing or not valid JSON.
+    """
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise user_error("policy file not found:", str(p), "pass an existing JSON file") from None
+    except json.JSONDecodeError as exc:
+        raise user_error("policy file is not valid JSON:", str(p), f"fix line {exc.lineno}: {exc.msg}") from None
 
 
 @dataclass(frozen=True)
@@ -93,13 +108,7 @@ class Policy:
     @classmethod
     def load(cls, path: str | Path) -> Policy:
         """Read a policy JSON file (e.g. a search's ``best_policy.json``)."""
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise user_error("policy file not found:", str(p), "pass an existing JSON file") from None
-        except json.JSONDecodeError as exc:
-            raise user_error("policy file is not valid JSON:", str(p), f"fix line {exc.lineno}: {exc.msg}") from None
+        data = read_policy_json(path)
         if isinstance(data, Mapping) and "policy" in data:
             data = data["policy"]
         return cls.from_dict(data)

@@ -8,7 +8,6 @@ recalibration alone), so every policy file carries the evaluation settings behin
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from .errors import user_error
 from .evaluation import EvalSettings
-from .policy import Policy
+from .policy import Policy, read_policy_json
 from .storage import atomic_write_json
 
 __all__ = ["EVALUATION_FIELDS", "PolicyFile", "evaluation_record", "apply_evaluation", "read_policy_file",
@@ -77,13 +76,7 @@ def read_policy_file(path: str | Path) -> PolicyFile:
     Raises:
         UserInputError: The file is missing, not JSON, or not a policy.
     """
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise user_error("policy file not found:", str(p), "pass an existing JSON file") from None
-    except json.JSONDecodeError as exc:
-        raise user_error("policy file is not valid JSON:", str(p), f"fix line {exc.lineno}: {exc.msg}") from None
+    data = read_policy_json(path)
     if not (isinstance(data, Mapping) and "policy" in data):
         return PolicyFile(Policy.from_dict(data))
     evaluation = data.get("evaluation") or {}
