@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..pruning.costs import is_depthwise
 from ..pruning.graph import LayerDims, PruningGraph
 from ..pruning.tracing import trace_forward
 from ..storage import atomic_write_json
@@ -140,8 +141,7 @@ def _input_shapes(model: nn.Module, example: torch.Tensor, names: set[str]) -> d
 def _layer_at(mod: nn.Module, cin: int, cout: int) -> nn.Module:
     """A fresh layer like ``mod`` with ``cin`` inputs and ``cout`` outputs (random weights)."""
     if isinstance(mod, nn.modules.conv._ConvNd):
-        depthwise = mod.groups > 1 and mod.groups == mod.in_channels
-        if depthwise:
+        if is_depthwise(mod):
             cin = cout = max(cin, cout) if cin != cout else cin
             groups = cin
         else:

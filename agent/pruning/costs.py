@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import nn
 
+from .tracing import PRUNABLE_TYPES
 from .units import LayerDims
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def predict_cost(graph: PruningGraph, pruned: Mapping[str, np.ndarray], per_laye
         if base == 0.0:
             continue
         mod = modules[layer]
-        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) and not is_depthwise(mod):
+        if isinstance(mod, PRUNABLE_TYPES) and not is_depthwise(mod):
             # weights scale with in x out; a bias (one term per output) only with out
             fan_in = mod.weight[0].numel()
             bias = 1.0 / (fan_in + 1) if mod.bias is not None else 0.0

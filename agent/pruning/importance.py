@@ -20,6 +20,7 @@ from ..errors import user_error
 from ..outputs import logits_of
 from ..training import infinite_batches
 from .graph import PruningGraph
+from .tracing import PRUNABLE_TYPES
 
 __all__ = ["IMPORTANCE_CRITERIA", "compute_importance", "check_importance", "normalized"]
 
@@ -117,7 +118,7 @@ class _MeanActivation(tp.importance.ActivationImportance):
             module._importance = sums[module] / counts[module]
 
         hooks = [m.register_forward_hook(hook) for m in model.modules()
-                 if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+                 if isinstance(m, PRUNABLE_TYPES)]
         try:
             yield
         finally:
