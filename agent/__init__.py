@@ -10,18 +10,18 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load_pruned_model": "artifacts", "save_pruned_model": "artifacts",
+    "load_pruned_model": "deploy.artifacts", "save_pruned_model": "deploy.artifacts",
     "Constraints": "constraints", "LatencyTarget": "constraints",
     "SearchFailedError": "errors", "UserInputError": "errors",
     "EvalResult": "evaluation", "EvalSettings": "evaluation", "PruningEngine": "evaluation",
     "evaluate_policy": "evaluation", "get_engine": "evaluation",
-    "export_model": "export", "finetune_model": "finetune", "iterative_prune": "iterative",
-    "LatencyConfig": "measure", "measure_latency": "measure", "Policy": "policy", "ResultLog": "results",
-    "FinalTuneConfig": "search", "run_search": "search",
-    "SensitivityProfile": "sensitivity", "analyse_sensitivity": "sensitivity",
-    "SearchConfig": "session", "SearchSession": "session",
+    "export_model": "deploy.export", "finetune_model": "deploy.finetune", "iterative_prune": "deploy.iterative",
+    "LatencyConfig": "measure", "measure_latency": "measure", "Policy": "policy", "ResultLog": "search.results",
+    "FinalTuneConfig": "search.run", "run_search": "search.run",
+    "SensitivityProfile": "evaluation.sensitivity", "analyse_sensitivity": "evaluation.sensitivity",
+    "SearchConfig": "search.session", "SearchSession": "search.session",
     "Task": "tasks", "TaskSpec": "tasks", "build_task": "tasks", "load_task": "tasks",
-    "SparsifyConfig": "unstructured", "sparsify": "unstructured",
+    "SparsifyConfig": "deploy.unstructured", "sparsify": "deploy.unstructured",
 }
 
 __all__ = [

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.errors import user_error
+from agent.evaluation.sensitivity import DEFAULT_SENSITIVITY_RATIOS
 from agent.policy import DEFAULT_MAX_RATIO
 from agent.pruning.importance import check_importance
-from agent.sensitivity import DEFAULT_SENSITIVITY_RATIOS
 
 from .rewards import get_reward
 

@@ -38,8 +38,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from agent.evaluation.sensitivity import SensitivityProfile
 from agent.pruning.graph import PrunableUnit
-from agent.sensitivity import SensitivityProfile
 
 __all__ = ["UNIT_FEATURES", "BUDGET_FEATURES", "feature_names", "unit_features", "observation", "squash_drop"]
 

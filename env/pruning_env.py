@@ -2,7 +2,7 @@
 
 One episode walks the task's prunable units (Torch-Pruning dependency groups) in graph order; each step
 chooses how much of one unit to prune. After the last unit the episode terminates: the policy is built and
-evaluated by the shared evaluation core (``agent.evaluation.evaluate_policy``, or an injected evaluator such as
+evaluated by the shared evaluation core (``agent.evaluation.core.evaluate_policy``, or an injected evaluator such as
 ``SearchSession.evaluate``), the reward function scores the :class:`~agent.evaluation.EvalResult`, and
 ``info["result"]`` / ``info["policy"]`` carry both. Intermediate steps give reward 0.
 
@@ -28,10 +28,10 @@ from gymnasium import spaces
 from agent.constraints import Constraints
 from agent.errors import UserInputError
 from agent.evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
+from agent.evaluation.sensitivity import DEFAULT_SENSITIVITY_RATIOS, SensitivityProfile, analyse_sensitivity
 from agent.measure.latency import resolve_device
 from agent.policy import DEFAULT_MAX_RATIO, Policy
 from agent.pruning.importance import normalized
-from agent.sensitivity import DEFAULT_SENSITIVITY_RATIOS, SensitivityProfile, analyse_sensitivity
 from agent.tasks.task import Task
 
 from .budget import BudgetWall
@@ -42,7 +42,7 @@ from .rewards import get_reward
 __all__ = ["LayerPruningEnv", "Evaluator", "DEFAULT_FLOPS_TARGET"]
 
 Evaluator = Callable[[Policy], EvalResult]
-"""Scores a finished episode's policy (default: :func:`agent.evaluation.evaluate_policy`)."""
+"""Scores a finished episode's policy (default: :func:`agent.evaluation.core.evaluate_policy`)."""
 DEFAULT_FLOPS_TARGET = 0.5
 """FLOPs target when neither ``constraints`` nor ``flops_target`` is given."""
 

@@ -17,9 +17,9 @@ import numpy as np
 from agent.constraints import Constraints, LatencyTarget
 from agent.evaluation import EvalSettings
 from agent.measure import LatencyConfig
-from agent.results import ResultLog
-from agent.search import FinalTuneConfig, run_search
-from agent.session import SearchConfig
+from agent.search.results import ResultLog
+from agent.search.run import FinalTuneConfig, run_search
+from agent.search.session import SearchConfig
 from agent.tasks import build_task
 
 TASKS = {

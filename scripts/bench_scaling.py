@@ -7,9 +7,9 @@ from pathlib import Path
 
 from agent.constraints import Constraints
 from agent.evaluation import EvalSettings
-from agent.results import ResultLog
-from agent.search import FinalTuneConfig, run_search
-from agent.session import SearchConfig
+from agent.search.results import ResultLog
+from agent.search.run import FinalTuneConfig, run_search
+from agent.search.session import SearchConfig
 from agent.tasks import build_task
 
 

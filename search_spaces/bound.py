@@ -14,13 +14,15 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import user_error
-from agent.policy import Policy
+from agent.policy import DEFAULT_MAX_RATIO, Policy
 from agent.pruning.importance import check_importance
 
-from .space import SearchSpace
+if TYPE_CHECKING:
+    from .space import SearchSpace
+
 
 __all__ = ["BoundSpace", "Dimension", "Candidate", "bind_space", "CHOICE_PARAMS"]
 
@@ -160,7 +162,8 @@ def _matches(key: str, names: Sequence[str]) -> list[str]:
     return []
 
 
-def bind_space(space: SearchSpace, *, unit_names: Sequence[str], min_ratio: float = 0.0, max_ratio: float = 0.9,
+def bind_space(space: SearchSpace, *, unit_names: Sequence[str], min_ratio: float = 0.0,
+               max_ratio: float = DEFAULT_MAX_RATIO,
                importance: str = "l2", round_to: int | None = None) -> BoundSpace:
     """Resolve ``space`` for a task.
 

@@ -11,13 +11,13 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from agent.errors import UserInputError, user_error
+from agent.policy import DEFAULT_MAX_RATIO
 from agent.pruning.importance import IMPORTANCE_CRITERIA
 
-if TYPE_CHECKING:
-    from .bound import BoundSpace
+from .bound import BoundSpace, bind_space
 
 __all__ = ["SearchSpace", "GroupRule", "SPACE_MODES"]
 
@@ -209,11 +209,9 @@ class SearchSpace:
         except TypeError as exc:  # a wrongly typed value that slipped past the checks
             raise UserInputError(f"search space: invalid value ({exc}): check the types in the definition") from None
 
-    def bind(self, *, unit_names: Sequence[str], min_ratio: float = 0.0, max_ratio: float = 0.9,
+    def bind(self, *, unit_names: Sequence[str], min_ratio: float = 0.0, max_ratio: float = DEFAULT_MAX_RATIO,
              importance: str = "l2", round_to: int | None = None) -> BoundSpace:
         """Resolve the space against a task's units (see :func:`search_spaces.bound.bind_space`)."""
-        from .bound import bind_space
-
         return bind_space(self, unit_names=unit_names, min_ratio=min_ratio, max_ratio=max_ratio,
                           importance=importance, round_to=round_to)
 

@@ -37,7 +37,7 @@ SubParsers = argparse._SubParsersAction  # noqa: SLF001
 
 
 def _out_dir(path: str) -> Path:
-    from ..search import check_output_dir
+    from ..search.run import check_output_dir
 
     return check_output_dir(path, resume=False, overwrite=True)
 
@@ -85,8 +85,8 @@ def _register_train(sub: SubParsers) -> None:
 
 # ---------------------------------------------------------------- sensitivity
 def _sensitivity(args: argparse.Namespace) -> int:
+    from ..evaluation.sensitivity import analyse_sensitivity, plot_sensitivity
     from ..progress import phase_bar
-    from ..sensitivity import analyse_sensitivity, plot_sensitivity
 
     check_task_args(args)
     bad = [r for r in args.ratios if not 0 < r < 1]
@@ -123,7 +123,7 @@ def _register_sensitivity(sub: SubParsers) -> None:
 # ---------------------------------------------------------------- evaluate
 def _evaluate(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_policy, get_engine
-    from ..policy_file import EVALUATION_FIELDS, apply_evaluation, read_policy_file
+    from ..search.policy_file import EVALUATION_FIELDS, apply_evaluation, read_policy_file
 
     check_task_args(args)
     pfile = read_policy_file(args.policy)
@@ -134,9 +134,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     res = evaluate_policy(task, pfile.policy, settings=settings, constraints=constraints)
     stated = constraints.has_cost_target or constraints.max_acc_drop is not None
     if args.json:
-        from ..search import _result_dict
-
-        record = _result_dict(res)
+        record = res.to_dict()
         if not stated:
             record["feasible"], record["reason"] = None, "no constraint given"
         record["evaluation"] = {k: getattr(settings, k) for k in EVALUATION_FIELDS}
@@ -172,9 +170,9 @@ def _register_evaluate(sub: SubParsers) -> None:
 
 # ---------------------------------------------------------------- search
 def _search(args: argparse.Namespace) -> int:
-    from ..search import FinalTuneConfig, check_output_dir, precheck_targets, run_search
+    from ..search.run import FinalTuneConfig, check_output_dir, precheck_targets, run_search
+    from ..search.session import SearchConfig
     from ..searchers.base import get_searcher
-    from ..session import SearchConfig
     from ..tasks.datasets import load_dataset
 
     # 1. everything that can be checked without data or training
@@ -202,7 +200,7 @@ def _search(args: argparse.Namespace) -> int:
                          num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
                          ignore_layers=args.ignore_layers)
         if settings.measure_latency and not args.no_latency_model:
-            from ..feasibility import precheck_latency_floor
+            from ..search.feasibility import precheck_latency_floor
 
             precheck_latency_floor(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
                                    num_classes=data.num_classes, constraints=constraints, latency=settings.latency,

@@ -19,7 +19,7 @@ SubParsers = argparse._SubParsersAction  # noqa: SLF001
 
 
 def _out_dir(path: str, *, not_same_as: Path | None = None) -> Path:
-    from ..search import check_output_dir
+    from ..search.run import check_output_dir
 
     out = check_output_dir(path, resume=False, overwrite=True)
     if not_same_as is not None and out.resolve() == not_same_as.parent.resolve():
@@ -74,11 +74,11 @@ def _task_for_artifact(args: argparse.Namespace, art: Any, pruned_path: Path, *,
 
 # ---------------------------------------------------------------- finetune
 def _finetune(args: argparse.Namespace) -> int:
-    from ..artifacts import read_pruned_artifact, save_pruned_model
-    from ..finetune import FinalTuneConfig, finetune_model
+    from ..deploy.artifacts import read_pruned_artifact, save_pruned_model
+    from ..deploy.finetune import FinalTuneConfig, finetune_model
     from ..measure.latency import resolve_device
     from ..storage import atomic_write_json
-    from ..training import accuracy
+    from ..tasks.training import accuracy
 
     config = FinalTuneConfig(epochs=args.epochs, lr=args.lr, kd_alpha=args.kd_alpha,
                              kd_temperature=args.kd_temperature)
@@ -133,14 +133,14 @@ def _register_finetune(sub: SubParsers) -> None:
 
 # ---------------------------------------------------------------- sparsify
 def _sparsify(args: argparse.Namespace) -> int:
-    from ..artifacts import save_pruned_model
-    from ..cleanup import remove_dead_channels
+    from ..deploy.artifacts import save_pruned_model
+    from ..deploy.cleanup import remove_dead_channels
+    from ..deploy.unstructured import SparsifyConfig, layer_sparsity, sparsify
     from ..evaluation import get_engine
     from ..measure.latency import resolve_device
     from ..policy import Policy
     from ..storage import atomic_write_json, atomic_write_text
-    from ..training import accuracy
-    from ..unstructured import SparsifyConfig, layer_sparsity, sparsify
+    from ..tasks.training import accuracy
 
     config = SparsifyConfig(sparsity=args.sparsity, scope=args.scope, method=args.method, norm=args.norm,
                             include_output_layer=not args.skip_output_layer, finetune_epochs=args.finetune_epochs,
@@ -212,8 +212,8 @@ def _register_sparsify(sub: SubParsers) -> None:
 
 # ---------------------------------------------------------------- export
 def _export(args: argparse.Namespace) -> int:
-    from ..artifacts import read_pruned_artifact
-    from ..export import ExportCheckError, check_formats, export_model
+    from ..deploy.artifacts import read_pruned_artifact
+    from ..deploy.export import ExportCheckError, check_formats, export_model
 
     formats = check_formats(args.formats.split(","))
     if not args.atol > 0:

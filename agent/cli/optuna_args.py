@@ -35,7 +35,7 @@ def _load_space(text: str) -> None:
 
 
 def _check_storage(text: str) -> None:
-    from ..searchers.optuna_study import check_storage_url
+    from ..searchers.optuna.study import check_storage_url
 
     check_storage_url(text)
 
@@ -50,7 +50,7 @@ def add_search_space_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
 
 def add_optuna_args(p: argparse.ArgumentParser) -> None:
     """Options of ``--method optuna`` and ``--method nsga2``."""
-    study = "agent.searchers.optuna_study"
+    study = "agent.searchers.optuna.study"
     g = p.add_argument_group("optuna / nsga2")
     g.add_argument("--sampler", choices=LazyChoices(study, "SAMPLERS"), default=None, help="optuna sampler (default tpe)")
     g.add_argument("--storage", default=None, type=_checked(_check_storage),

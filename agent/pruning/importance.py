@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from ..errors import user_error
 from ..outputs import logits_of
-from ..training import infinite_batches
+from ..tasks.training import infinite_batches
 from .graph import PruningGraph
 from .tracing import PRUNABLE_TYPES
 

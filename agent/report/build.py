@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..sensitivity import plot_sensitivity
+from ..evaluation.sensitivity import plot_sensitivity
 from ..storage import atomic_write_text
 from .document import BulletList, Document, Heading, Image, Paragraph, Table
 from .inputs import ReportInputs, load_report_inputs

@@ -1,6 +1,6 @@
 """Everything a report reads: the files of a search's output directory and cached sensitivity profiles.
 
-Nothing is recomputed and no log is parsed: ``results.csv`` (through :func:`agent.results.row_to_result`),
+Nothing is recomputed and no log is parsed: ``results.csv`` (through :func:`agent.search.results.row_to_result`),
 ``summary.json``, ``best_policy.json``, ``run_config.json``, ``sensitivity.json`` (written by the search when a
 searcher used a profile) or else a cached profile of the same task fingerprint, and ``pruned_model.pt``'s
 header (for the dense model's size). Any missing input is listed in ``missing``.
@@ -16,8 +16,8 @@ from typing import Any
 
 from ..errors import user_error
 from ..evaluation import EvalResult
-from ..results import row_to_result
-from ..sensitivity import SensitivityProfile
+from ..evaluation.sensitivity import SensitivityProfile
+from ..search.results import row_to_result
 
 __all__ = ["ReportInputs", "load_report_inputs", "find_sensitivity_profile"]
 

@@ -1,7 +1,7 @@
 """The searcher interface and registry.
 
 A searcher proposes policies and reads :class:`~agent.evaluation.EvalResult` objects through a
-:class:`~agent.session.SearchSession`; it never touches model weights. Searchers are registered by name
+:class:`~agent.search.session.SearchSession`; it never touches model weights. Searchers are registered by name
 (the CLI's ``--method``); heavy ones (Optuna, RL, Ray) are imported only when chosen.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import user_error
-from ..session import SearchConfig, SearchSession
+from ..search.session import SearchConfig, SearchSession
 
 if TYPE_CHECKING:
     from ..constraints import Constraints
@@ -61,10 +61,10 @@ SEARCHERS: dict[str, str] = {
     "global": "agent.searchers.baselines:GlobalSearcher",
     "greedy": "agent.searchers.baselines:GreedySearcher",
     "knapsack": "agent.searchers.knapsack:KnapsackSearcher",
-    "optuna": "agent.searchers.optuna_search:OptunaSearcher",
-    "nsga2": "agent.searchers.optuna_search:NSGA2Searcher",
+    "optuna": "agent.searchers.optuna.search:OptunaSearcher",
+    "nsga2": "agent.searchers.optuna.search:NSGA2Searcher",
     "rl": "agent.searchers.rl:RLSearcher",
-    "ray": "agent.searchers.ray_tune:RaySearcher",
+    "ray": "agent.searchers.ray.tune:RaySearcher",
 }
 """Registry: name -> ``module:Class`` (imported lazily)."""
 

@@ -13,7 +13,7 @@ from ..constraints import Constraints
 from ..errors import UserInputError, user_error
 from ..policy import Policy
 from ..pruning.dependency import barrier_aware
-from ..session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession
+from ..search.session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession
 from .base import Searcher
 
 __all__ = ["UniformSearcher", "GlobalSearcher", "GreedySearcher", "global_pruning_ratios", "uniform_policy",

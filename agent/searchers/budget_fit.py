@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from ..constraints import Constraints
 from ..policy import Policy
-from ..session import LATENCY_MARGIN, CostProbe, SearchSession
+from ..search.session import LATENCY_MARGIN, CostProbe, SearchSession
 
 __all__ = ["constraint_values", "fit_to_budget"]
 

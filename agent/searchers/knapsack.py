@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..policy import Policy
-from ..session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession
+from ..search.session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession
 from .base import Searcher
 
 __all__ = ["KnapsackSearcher", "knapsack_policy", "knapsack_warm_start", "summed_importance", "MAX_OPTIONS"]

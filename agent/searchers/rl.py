@@ -1,7 +1,7 @@
 """Reinforcement-learning searcher: DDPG / TD3 (AMC-style) or PPO on the ``PrunePilot/LayerPruning-v0`` env.
 
 Each episode prunes every unit once and ends with one evaluation, made through the
-:class:`~agent.session.SearchSession` (so it is logged to ``results.csv``, cached, and failures are recorded),
+:class:`~agent.search.session.SearchSession` (so it is logged to ``results.csv``, cached, and failures are recorded),
 which also keeps the trial and wall-time budgets and the best feasible policy.
 
 AMC's recipe for the off-policy agents (DDPG, TD3):
@@ -32,7 +32,7 @@ from ..constraints import Constraints
 from ..errors import user_error
 from ..evaluation import EvalResult
 from ..policy import Policy
-from ..session import BudgetExhausted, SearchSession
+from ..search.session import BudgetExhausted, SearchSession
 from .base import Searcher
 
 __all__ = ["RLConfig", "RLSearcher", "RL_ALGOS"]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .datasets import DataSplits, _split_train_val, cache_dir
+from .datasets import DataSplits, cache_dir, split_train_val
 
 __all__ = ["BENCH_DATASETS", "MNIST1D_HARD", "DIGITS_AUG"]
 
@@ -56,7 +56,7 @@ def _splits(name: str, arrays: dict[str, np.ndarray], seed: int, val_fraction: f
             ) -> DataSplits:
     x = torch.tensor(arrays["x"], dtype=torch.float32).reshape(-1, *shape)
     y = torch.tensor(arrays["y"], dtype=torch.long)
-    train, val = _split_train_val(x, y, val_fraction, seed)
+    train, val = split_train_val(x, y, val_fraction, seed)
     test = TensorDataset(torch.tensor(arrays["x_test"], dtype=torch.float32).reshape(-1, *shape),
                          torch.tensor(arrays["y_test"], dtype=torch.long))
     return DataSplits(name, train, val, test, shape, 10)

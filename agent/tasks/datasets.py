@@ -8,6 +8,7 @@ the per-sample input shape and the number of classes. No dataset is downloaded u
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ def cache_dir() -> Path:
     return path
 
 
-def _split_train_val(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+def split_train_val(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x), generator=gen)
     n_val = int(round(len(x) * val_fraction))
@@ -79,7 +80,7 @@ def _mnist1d(*, data_root: str | None, download: bool, seed: int) -> DataSplits:
         os.replace(tmp, path)
     x = torch.tensor(arrays["x"], dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(arrays["y"], dtype=torch.long)
-    train, val = _split_train_val(x, y, 0.125, seed)
+    train, val = split_train_val(x, y, 0.125, seed)
     test = TensorDataset(
         torch.tensor(arrays["x_test"], dtype=torch.float32).unsqueeze(1),
         torch.tensor(arrays["y_test"], dtype=torch.long),
@@ -104,7 +105,7 @@ def _digits(*, data_root: str | None, download: bool, seed: int, size: int = 8) 
     perm = torch.randperm(len(x), generator=gen)
     n_test = int(round(0.15 * len(x)))
     test_idx, rest = perm[:n_test], perm[n_test:]
-    train, val = _split_train_val(x[rest], y[rest], 0.15 / 0.85, seed + 1)
+    train, val = split_train_val(x[rest], y[rest], 0.15 / 0.85, seed + 1)
     return DataSplits("digits" if size == 8 else f"digits{size}", train, val, TensorDataset(x[test_idx], y[test_idx]),
                       (1, size, size), 10)
 
@@ -193,9 +194,9 @@ def _bench(name: str) -> Callable[..., DataSplits]:
     """A benchmark dataset of :mod:`agent.tasks.bench_data` (imported when first loaded)."""
 
     def build(**kwargs: object) -> DataSplits:
-        from .bench_data import BENCH_DATASETS
+        registry = importlib.import_module("agent.tasks.bench_data").BENCH_DATASETS  # imported on first use
 
-        return BENCH_DATASETS[name](**kwargs)
+        return registry[name](**kwargs)
 
     return build
 

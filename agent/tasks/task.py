@@ -14,9 +14,9 @@ from torch import nn
 
 from ..errors import user_error
 from ..storage import atomic_torch_save
-from ..training import TrainConfig, accuracy, train_steps
 from .datasets import DataSplits, cache_dir, check_dataset_name, load_dataset
 from .models import build_model, check_model_spec
+from .training import TrainConfig, accuracy, train_steps
 
 __all__ = [
     "Task", "TaskSpec", "build_task", "load_task", "train_dense", "save_checkpoint", "read_checkpoint",

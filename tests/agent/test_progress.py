@@ -5,9 +5,9 @@ import json
 
 from agent.evaluation import get_engine
 from agent.progress import phase_bar
-from agent.search import _latency_table
+from agent.search.run import _latency_table
 
-from .test_cli import _run
+from .cli.test_cli import _run
 
 
 def test_phase_bar_is_silent_until_the_first_report(capsys):

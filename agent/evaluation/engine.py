@@ -1,0 +1,146 @@
+"""Per-task state shared by every evaluation (:class:`PruningEngine`), built once per task and process."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..measure.latency import measure_latency, resolve_device
+from ..policy import Policy
+from ..pruning.coverage import build_graph
+from ..pruning.importance import compute_importance, normalized
+from ..tasks.task import Task
+from ..tasks.training import accuracy
+from .records import DenseMetrics, EvalSettings
+
+__all__ = ["PruningEngine", "get_engine", "model_mb"]
+
+
+def model_mb(model: nn.Module) -> float:
+    """Size of the model's parameters and buffers in MiB."""
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**20
+
+
+class PruningEngine:
+    """Per-task state shared by every evaluation: graph, importance scores, dense metrics.
+
+    Built once per task and process by :func:`get_engine`; thread-safe for the caches it fills.
+    """
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.graph = build_graph(task.model, task.example_input(), ignore_layers=task.ignore_layers, what=task.spec.model)
+        self._importance: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
+        self._dense: dict[tuple[Any, ...], DenseMetrics] = {}
+        self._lock = threading.RLock()
+        self.latency_model: Any = None
+        """Optional per-device latency model (``agent.measure.lut.LatencyTable``) used for predictions."""
+
+    @property
+    def units(self) -> list:
+        """Prunable units in graph order."""
+        return self.graph.units
+
+    def importance(self, name: str, settings: EvalSettings) -> dict[str, torch.Tensor]:
+        """Per-unit channel scores of criterion ``name`` (computed once, then cached)."""
+        key = (name, settings.seed, settings.importance_batches)
+        with self._lock:
+            if key not in self._importance:
+                self._importance[key] = compute_importance(
+                    self.graph, name, data=self.task.data.train, batches=settings.importance_batches,
+                    seed=settings.seed, device=settings.device)
+            return self._importance[key]
+
+    def plan(self, policy: Policy, settings: EvalSettings) -> dict[str, np.ndarray]:
+        """Root channels each unit loses under ``policy``."""
+        policy.validate(self.graph.unit_names())
+        return self.graph.select(self.importance(policy.importance, settings), policy.ratios, policy.round_to)
+
+    def thresholds_to_policy(self, thresholds: Mapping[str, float], *, importance: str, settings: EvalSettings,
+                             max_ratio: float = 0.99) -> Policy:
+        """Convert per-unit importance thresholds to ratios: channels with normalised score below go."""
+        scores = self.importance(importance, settings)
+        ratios = {}
+        for unit in self.units:
+            t = float(thresholds.get(unit.name, 0.0))
+            frac = float((normalized(scores[unit.name]) < t).float().mean()) if t > 0 else 0.0
+            ratios[unit.name] = min(frac, max_ratio, (unit.channels - 1) / unit.channels)
+        return Policy(ratios, importance)
+
+    def build(self, policy: Policy, settings: EvalSettings) -> nn.Module:
+        """The pruned model of ``policy`` (a new module; the dense model is untouched)."""
+        return self.graph.apply(self.plan(policy, settings))
+
+    def kept_channels(self, plan: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Channels each unit keeps under a plan."""
+        return {u.name: u.channels - len(plan.get(u.name, ())) for u in self.units}
+
+    def predict_flops_ratio(self, policy: Policy, settings: EvalSettings) -> float:
+        """MACs ratio of ``policy`` predicted from the dense per-layer counts (no model is built)."""
+        return self.graph.predict_macs(self.plan(policy, settings)) / self.graph.dense_macs
+
+    def predict_latency(self, kept_channels: Mapping[str, int], settings: EvalSettings, *,
+                        dense_ms: float | None = None) -> tuple[float, float] | None:
+        """Predicted latency in ms and as a ratio to dense, or None without a latency model.
+
+        The ratio comes from the table alone (self-consistent); the milliseconds scale it by a dense latency
+        measured now: ``dense_ms`` when given (the paired rounds of the measurement the prediction is compared
+        with), else the session's dense measurement. A table cached under other machine load still predicts
+        today's absolute time.
+        """
+        table = self.latency_model
+        if table is None:
+            return None
+        ratio = float(table.predict_ratio(kept_channels))
+        if dense_ms is None:
+            dense_ms = self.dense(settings).latency_ms if settings.measure_latency else None
+        return ratio * (dense_ms or float(table.predict({}))), ratio
+
+    def attach_latency_model(self, settings: EvalSettings, *, round_to: int | None = None, cache: bool = True,
+                             progress: Callable[[int, int], None] | None = None) -> Any:
+        """Build (or load from cache) the per-device latency table for ``settings.latency``.
+
+        From then on it serves every prediction: ``latency_pred_ms`` in results, budget walls and
+        pre-evaluation rejection. ``progress(done, total)`` is called after each timed layer.
+        """
+        from ..measure.lut import build_latency_table
+
+        with self._lock:
+            self.latency_model = build_latency_table(self.graph, input_shape=self.task.input_shape,
+                                                     config=settings.latency, round_to=round_to, cache=cache,
+                                                     progress=progress)
+            return self.latency_model
+
+    def dense(self, settings: EvalSettings) -> DenseMetrics:
+        """Dense metrics under ``settings`` (measured once per split / subset / latency setting)."""
+        key = (settings.split, settings.eval_limit, settings.device, settings.measure_latency, settings.latency)
+        with self._lock:
+            if key not in self._dense:
+                model = self.task.model
+                data = self.task.data.val if settings.split == "val" else self.task.data.test
+                dev = resolve_device(settings.device)
+                acc = accuracy(model.to(dev), data, device=dev, limit=settings.eval_limit)
+                lat = measure_latency(model, self.task.input_shape, config=settings.latency).median_ms \
+                    if settings.measure_latency else None
+                model.to("cpu")
+                self._dense[key] = DenseMetrics(acc, self.graph.dense_macs, self.graph.dense_params, lat)
+            return self._dense[key]
+
+
+_ENGINES: weakref.WeakKeyDictionary[Task, PruningEngine] = weakref.WeakKeyDictionary()
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(task: Task) -> PruningEngine:
+    """The task's :class:`PruningEngine` (built on first use, then reused)."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(task)
+        if engine is None:
+            engine = _ENGINES[task] = PruningEngine(task)
+        return engine

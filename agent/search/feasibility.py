@@ -1,0 +1,91 @@
+"""Feasibility up front: a model's latency floor on a device and batch, and the refusal of targets under it.
+
+Pruning removes channels, not the fixed cost of running a model: dispatch, activations, pooling, the layers no unit
+controls. The latency table predicts it directly: its prediction with every unit pruned as far as allowed (the
+per-layer times at the smallest widths plus the calibrated residual) is the *floor* no policy can go under on this
+device, batch size and thread count. A target under the floor is refused before any search starts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..constraints import Constraints
+from ..errors import UserInputError
+from ..measure.latency import LatencyConfig
+
+if TYPE_CHECKING:
+    from ..measure.lut import LatencyTable
+    from ..pruning.graph import PruningGraph
+
+__all__ = ["FLOOR_SLACK", "latency_floor", "check_latency_floor", "precheck_latency_floor"]
+
+FLOOR_SLACK = 0.9
+"""A target is refused when under ``FLOOR_SLACK`` x the predicted floor: the table's prediction errs by a few
+percent, so a target just under the floor is warned about, not refused."""
+
+
+def latency_floor(graph: PruningGraph, table: LatencyTable, *, max_ratio: float, round_to: int | None) -> float:
+    """Predicted latency ratio (to dense) with every unit pruned at ``max_ratio``: the floor of any policy."""
+    scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
+    plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio), round_to)
+    kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
+    return float(table.predict_ratio(kept))
+
+
+def check_latency_floor(graph: PruningGraph, table: LatencyTable, *, constraints: Constraints, max_ratio: float,
+                        round_to: int | None, dense_ms: float | None = None) -> float | None:
+    """Refuse a latency target under the model's floor; returns the floor ratio (None without a latency target).
+
+    Args:
+        graph: The dense model's pruning graph.
+        table: Its latency table on the target device, batch and threads.
+        constraints: The constraints (only the latency target is checked).
+        max_ratio: Largest per-unit pruning ratio of the search.
+        round_to: Channel multiple of the search.
+        dense_ms: The dense latency measured now (for millisecond targets; default: the table's).
+
+    Raises:
+        UserInputError: The target is under ``FLOOR_SLACK`` x the floor.
+    """
+    target = constraints.latency_target
+    if target is None:
+        return None
+    floor = latency_floor(graph, table, max_ratio=max_ratio, round_to=round_to)
+    dense = dense_ms or table.dense_ms or float(table.predict({}))
+    wanted = target.as_ratio(dense)
+    threads = table.meta.get("threads", "?")
+    where = f"{table.device} at batch {table.batch_size} with {threads} threads"
+    floor_text = f"{floor:.3f}x of dense ({floor * dense:.3f} ms of {dense:.3f} ms)"
+    if wanted < FLOOR_SLACK * floor:
+        raise UserInputError(
+            f"latency target {target.text()} is under this model's latency floor on {where}: with every unit pruned "
+            f"at --max-ratio {max_ratio:g} the latency table predicts {floor_text}, fixed overhead that pruning "
+            f"cannot remove: set --latency-target {floor / FLOOR_SLACK:.2f} or more, time a larger --latency-batch "
+            "(overhead is amortised), or choose another --device")
+    if wanted < floor / FLOOR_SLACK:
+        warnings.warn(f"latency target {target.text()} is close to this model's latency floor {floor_text} on {where}: "
+                      "only extreme pruning can reach it", RuntimeWarning, stacklevel=2)
+    return floor
+
+
+def precheck_latency_floor(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int,
+                           constraints: Constraints, latency: LatencyConfig, max_ratio: float,
+                           round_to: int | None) -> float | None:
+    """:func:`check_latency_floor` on the untrained architecture, before any training.
+
+    Latency does not depend on the weights, and the table is cached by architecture, device, batch and threads, so
+    the search that follows reuses it.
+    """
+    if constraints.latency_target is None:
+        return None
+    from ..measure.lut import build_latency_table
+    from ..pruning.graph import PruningGraph
+    from ..tasks.models import build_model
+
+    graph = PruningGraph(build_model(model_spec, input_shape, num_classes), torch.zeros((1, *input_shape)))
+    table = build_latency_table(graph, input_shape=input_shape, config=latency, round_to=round_to)
+    return check_latency_floor(graph, table, constraints=constraints, max_ratio=max_ratio, round_to=round_to)

@@ -1,0 +1,1 @@
+"""The Ray Tune searcher (``ray``): trainables and driver in :mod:`.tune`, the results callback in :mod:`.callback`."""

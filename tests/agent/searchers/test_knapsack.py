@@ -1,0 +1,61 @@
+"""The knapsack searcher: budgets met by prediction and evaluation, more kept importance than uniform."""
+
+import pytest
+
+from agent.constraints import Constraints, LatencyTarget
+from agent.errors import UserInputError
+from agent.evaluation import EvalSettings, get_engine
+from agent.measure import LatencyConfig
+from agent.search.results import ResultLog
+from agent.search.session import SearchConfig, SearchSession
+from agent.searchers import get_searcher
+from agent.searchers.baselines import uniform_policy
+from agent.searchers.knapsack import knapsack_policy, summed_importance
+
+
+def _session(task, tmp_path, constraints, settings=None, **kw):
+    settings = settings or EvalSettings(measure_latency=False)
+    log = ResultLog.open(tmp_path / "knapsack.csv", resume=False)
+    return SearchSession(task=task, constraints=constraints, settings=settings,
+                         config=SearchConfig(method="knapsack", trials=5, **kw), log=log)
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5])
+def test_knapsack_meets_the_flops_budget_with_more_importance_than_uniform(tiny_task, tmp_path, target):
+    s = _session(tiny_task, tmp_path, Constraints(flops_target=target))
+    policy = knapsack_policy(s)
+    uniform = uniform_policy(s)
+    assert s.predict(policy).flops_ratio <= target and s.probe(policy).flops_ratio <= target
+    # at no more predicted cost than uniform's, it keeps more summed importance (its objective)
+    assert s.predict(policy).flops_ratio <= s.predict(uniform).flops_ratio + 0.02
+    assert summed_importance(s, policy) > summed_importance(s, uniform)
+    get_searcher("knapsack")().run(s)
+    assert len(s.results()) == 1, "one evaluation"
+    best = s.best()
+    assert best is not None and best.feasible and best.flops_ratio <= target
+
+
+def test_knapsack_meets_a_latency_table_budget(tiny_task, tmp_path):
+    settings = EvalSettings(latency=LatencyConfig(batch_size=32, warmup=1, repeats=5, threads=1))
+    engine = get_engine(tiny_task)
+    engine.attach_latency_model(settings, round_to=8)
+    try:
+        s = _session(tiny_task, tmp_path, Constraints(latency_target=LatencyTarget(0.7)), settings, round_to=8)
+        policy = knapsack_policy(s)
+        predicted = s.predict(policy).latency_ratio
+        assert predicted is not None and predicted <= 0.7
+        kept = engine.kept_channels(engine.plan(policy, settings))
+        assert all(k % 8 == 0 or k == u.channels for u, k in zip(engine.units, kept.values(), strict=True))
+        # the budget binds: the policy spends it rather than pruning everything to the floor
+        assert predicted > 0.5
+    finally:
+        engine.latency_model = None
+
+
+def test_knapsack_needs_a_cost_budget(tiny_task, tmp_path):
+    with pytest.raises(UserInputError, match="cost budget"):
+        get_searcher("knapsack").check(config=SearchConfig(method="knapsack"), settings=EvalSettings(),
+                                       constraints=Constraints(max_acc_drop=1.0))
+    s = _session(tiny_task, tmp_path, Constraints(flops_target=0.001))
+    with pytest.raises(UserInputError, match="cannot be met"):
+        knapsack_policy(s)
