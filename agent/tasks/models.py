@@ -8,8 +8,6 @@ Every factory takes the per-sample input shape and the number of classes.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
 from collections.abc import Callable
 
@@ -18,6 +16,7 @@ from torch import nn
 
 from ..errors import user_error
 from .bench_models import BENCH_MODELS
+from .sources import source_names, source_of
 
 __all__ = ["MODELS", "build_model", "model_names", "check_model_spec", "CNN1D", "MLP", "LeNet", "CifarResNet"]
 
@@ -160,66 +159,27 @@ MODELS: dict[str, ModelFactory] = {
 
 
 def model_names() -> list[str]:
-    """All accepted model spec forms."""
-    return [*MODELS, "tv:<torchvision name>", "package.module:factory"]
-
-
-def _torchvision_names() -> list[str]:
-    import torchvision
-
-    return list(torchvision.models.list_models(module=torchvision.models))
+    """All accepted model spec forms: the built-in names, then each source's form."""
+    return [*MODELS, *source_names()]
 
 
 def check_model_spec(spec: str) -> None:
     """Raise a :class:`~agent.errors.UserInputError` unless ``spec`` names a buildable model."""
     if spec in MODELS:
         return
-    if spec.startswith("tv:"):
-        if spec[3:] not in _torchvision_names():
-            raise user_error(
-                "unknown torchvision model", spec,
-                "use a classification model from torchvision.models.list_models(), e.g. tv:resnet18",
-            )
-        return
-    if ":" in spec and not spec.startswith(":"):
-        _import_factory(spec)
-        return
-    raise user_error("unknown model", spec, f"choose one of {', '.join(model_names())}")
-
-
-def _import_factory(spec: str) -> Callable[..., nn.Module]:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise user_error("cannot import the module of model", spec, f"make {module_name!r} importable ({exc})") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise user_error("model factory not found", spec, f"define a callable {attr!r} in {module_name}")
-    return factory
-
-
-def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
-    """Swap a torchvision model's first conv for one taking ``in_channels`` (e.g. grayscale)."""
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv2d):
-            if mod.in_channels == in_channels:
-                return
-            new = nn.Conv2d(in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
-                            mod.dilation, mod.groups, mod.bias is not None)
-            parent = model
-            *path, last = name.split(".")
-            for p in path:
-                parent = getattr(parent, p)
-            setattr(parent, last, new)
-            return
+    found = source_of(spec)
+    if found is None:
+        raise user_error("unknown model", spec, f"choose one of {', '.join(model_names())}")
+    source, name = found
+    source.check(name)
 
 
 def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Build an (untrained) model from its spec.
 
     Args:
-        spec: Built-in name, ``tv:<name>`` or ``package.module:factory``.
+        spec: Built-in name, ``PREFIX:NAME`` of a registered source (``tv:resnet18``; see
+            :mod:`agent.tasks.sources`) or ``package.module:factory``.
         input_shape: Per-sample input shape, e.g. ``(1, 40)``.
         num_classes: Number of output classes.
 
@@ -229,20 +189,7 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn
     check_model_spec(spec)
     if spec in MODELS:
         model = MODELS[spec](tuple(input_shape), num_classes)
-    elif spec.startswith("tv:"):
-        import torchvision
-
-        model = torchvision.models.get_model(spec[3:], weights=None, num_classes=num_classes)
-        _adapt_first_conv(model, input_shape[0])
     else:
-        factory = _import_factory(spec)
-        params = inspect.signature(factory).parameters
-        kwargs: dict[str, object] = {}
-        if "num_classes" in params:
-            kwargs["num_classes"] = num_classes
-        if "input_shape" in params:
-            kwargs["input_shape"] = tuple(input_shape)
-        model = factory(**kwargs)
-        if not isinstance(model, nn.Module):
-            raise user_error("model factory did not return an nn.Module:", spec, "return a torch.nn.Module")
+        source, name = source_of(spec)
+        model = source.build(name, input_shape=tuple(input_shape), num_classes=num_classes)
     return model.eval()
