@@ -38,6 +38,7 @@ METHODS = {
     "global": {"method": "global", "importance": "l2"},
     "global-taylor": {"method": "global", "importance": "taylor"},
     "greedy": {"method": "greedy"},
+    "knapsack": {"method": "knapsack"},
     "optuna": {"method": "optuna"},
     "nsga2": {"method": "nsga2"},
     "rl": {"method": "rl", "options": {"rl_algo": "td3"}},
