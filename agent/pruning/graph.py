@@ -119,10 +119,10 @@ class PruningGraph:
         offered = dict(self.candidates)
         for kind in kinds_in_order():
             for roots in kind.claim(self, dict(offered)):
-                taken = [r for r in roots if r not in offered]
-                if not roots or taken:
-                    raise ValueError(f"unit kind {kind.name!r} claims {list(roots)}, but {taken or 'nothing'} is not "
-                                     f"offered to it: a kind claims only offered roots, each once (earlier kinds win)")
+                taken = [r for r in roots if r not in offered] if roots else ["an empty unit"]
+                if taken:
+                    raise ValueError(f"unit kind {kind.name!r} claims {list(roots)}, but {taken} is not offered to it: "
+                                     "a kind claims only offered roots, each once (earlier kinds win)")
                 for r in roots:
                     del offered[r]
                 unit, items = kind.build(self, tuple(roots))

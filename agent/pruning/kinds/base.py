@@ -152,5 +152,11 @@ def kinds_in_order() -> Sequence[UnitKind]:
 
 
 def kind_names() -> list[str]:
-    """Names of the registered kinds, in the order the graph asks them."""
+    """Names of the registered kinds, in the order the graph asks them.
+
+    Example:
+        >>> from agent.pruning.kinds import kind_names
+        >>> kind_names()
+        ['channels']
+    """
     return [k.name for k in kinds_in_order()]
