@@ -2,7 +2,8 @@
 
 A layer's cost scales with the widths some unit controls: weights with ``in x out`` (depthwise and grouped
 convs with the kept groups), a bias and norm layers with ``out``, and activations / pooling that follow a layer
-with its output width. No model is built.
+with its output width. No model is built. The unit kind whose units prune a layer's outputs may say otherwise
+for that layer (:meth:`~agent.pruning.kinds.UnitKind.cost_factor`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,25 @@ from .units import LayerDims
 if TYPE_CHECKING:
     from .graph import PruningGraph
 
-__all__ = ["is_depthwise", "predict_cost", "kept_fraction", "layer_dims"]
+__all__ = ["channel_cost_factor", "is_depthwise", "kept_fraction", "layer_dims", "predict_cost"]
 
 
 def is_depthwise(layer: nn.Module) -> bool:
     """A convolution with one group per input channel (depthwise; its in and out widths move together)."""
     return isinstance(layer, nn.modules.conv._ConvNd) and layer.groups > 1 and layer.groups == layer.in_channels
+
+
+def channel_cost_factor(layer: nn.Module, kin: float, kout: float) -> float:
+    """Fraction of ``layer``'s cost left when ``kin`` / ``kout`` of its in / out channels survive.
+
+    A conv / linear weight scales with in x out and its bias (one term per output) with out; a depthwise conv,
+    a norm layer and any other op with the narrower side.
+    """
+    if isinstance(layer, PRUNABLE_TYPES) and not is_depthwise(layer):
+        fan_in = layer.weight[0].numel()
+        bias = 1.0 / (fan_in + 1) if layer.bias is not None else 0.0
+        return (1.0 - bias) * kin * kout + bias * kout
+    return min(kin, kout)
 
 
 def kept_fraction(graph: PruningGraph, layer: str, side: str, pruned: Mapping[str, np.ndarray]) -> float:
@@ -41,7 +55,6 @@ def kept_fraction(graph: PruningGraph, layer: str, side: str, pruned: Mapping[st
 def predict_cost(graph: PruningGraph, pruned: Mapping[str, np.ndarray], per_layer: Mapping[str, float],
                  dense: float) -> float:
     """Cost (``per_layer`` MACs or parameters summed) of the model ``graph.apply(pruned)`` would return."""
-    modules = graph.modules
     total = dense
     out_keep: dict[str, float] = {}
     for layer in graph.dims:
@@ -50,14 +63,9 @@ def predict_cost(graph: PruningGraph, pruned: Mapping[str, np.ndarray], per_laye
         base = per_layer.get(layer, 0.0)
         if base == 0.0:
             continue
-        mod = modules[layer]
-        if isinstance(mod, PRUNABLE_TYPES) and not is_depthwise(mod):
-            # weights scale with in x out; a bias (one term per output) only with out
-            fan_in = mod.weight[0].numel()
-            bias = 1.0 / (fan_in + 1) if mod.bias is not None else 0.0
-            factor = (1.0 - bias) * kin * kout + bias * kout
-        else:
-            factor = min(kin, kout)
+        kind = graph.layer_kinds.get(layer)
+        factor = kind.cost_factor(graph, layer, kin, kout) if kind is not None \
+            else channel_cost_factor(graph.modules[layer], kin, kout)
         total -= base * (1.0 - factor)
     for layer, sources in graph.followers.items():  # activations / pooling scale with their input's width
         width = sum(n for _, n in sources)

@@ -8,7 +8,8 @@ the end, so peak memory is the dense model plus the pruned one.
 
 Groups Torch-Pruning can't follow (see :mod:`.dependency`), layers the user keeps whole, and units whose
 pruning would break the model's own forward (a width hard-coded in ``forward``, see :mod:`.probe`) are left
-out of :attr:`PruningGraph.units`; :attr:`PruningGraph.kept_whole` says which and why.
+out of :attr:`PruningGraph.units`; :attr:`PruningGraph.kept_whole` says which and why. The groups left are
+offered to the registered unit kinds (:mod:`.kinds`) in order; each unit is pruned through its kind.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,24 +24,15 @@ import torch_pruning as tp
 from torch import nn
 
 from .copies import own_tensors, shared_copy
-from .costs import is_depthwise, layer_dims, predict_cost
+from .costs import layer_dims, predict_cost
 from .dependency import build_dependency, group_barrier, tolerant_mappings
+from .kinds import UnitKind, kinds_in_order
 from .layers import resolve_layer_patterns
+from .reading import layer_features
 from .tracing import PRUNABLE_TYPES, trace_layers
-from .units import LayerDims, PrunableUnit
+from .units import GroupItem, LayerDims, PrunableUnit
 
 __all__ = ["LayerDims", "PrunableUnit", "PruningGraph", "resolve_layer_patterns"]
-
-
-@dataclass
-class _Item:
-    target: str
-    is_param: bool
-    handler: object
-    pruning_dim: int
-    is_out: bool
-    idxs: np.ndarray
-    roots: np.ndarray
 
 
 class PruningGraph:
@@ -73,6 +64,7 @@ class PruningGraph:
         self.modules = dict(model.named_modules())
         self.name_of = {m: n for n, m in model.named_modules()}
         order, self.output_layer = trace_layers(model, example_input)
+        self._order = order
         self.user_ignored = resolve_layer_patterns(model, ignored_layers)
         ignored_names = self.user_ignored | ({self.output_layer} if self.output_layer else set())
         build = build_dependency(model, example_input)
@@ -82,29 +74,29 @@ class PruningGraph:
         """Root layer of a dependency group left out of :attr:`units` -> why."""
         for name in sorted(self.user_ignored):
             self.kept_whole[name] = "kept whole by --ignore-layers"
-        described = []
+        self.candidates: dict[str, tp.dependency.Group] = {}
+        """Root layer -> Torch-Pruning group of every group offered to the unit kinds."""
         for root, group in self._all_groups({self.modules[n] for n in ignored_names}):
             reason = group_barrier(group, self.barriers)
             if reason is not None:
                 self.kept_whole[self.name_of[root]] = f"Torch-Pruning can't follow its channels ({reason})"
                 continue
-            unit = self._describe(root, group)
-            # name the unit by its earliest member in forward order (TP's root choice is arbitrary)
-            unit.members.sort(key=lambda m: order.get(m, len(order)))
-            unit.name = unit.members[0] if unit.members else self.name_of[root]
-            unit.layer_type, unit.in_channels, unit.kernel, unit.stride = self._layer_features(self.modules[unit.name])
-            described.append((order.get(unit.name, len(order)), unit, root, group))
-        described.sort(key=lambda d: d[0])
+            self.candidates[self.name_of[root]] = group
+        self.kinds: dict[str, UnitKind] = {}
+        """Unit kind name -> the kind (as registered when the graph was built)."""
         self.units: list[PrunableUnit] = []
         self.groups: dict[str, tp.dependency.Group] = {}
+        """Unit -> its primary Torch-Pruning group (the one importance criteria score)."""
         self.root_of: dict[str, str] = {}
-        self._items: dict[str, list[_Item]] = {}
-        self._member_positions: dict[str, list[np.ndarray]] = {}
-        for _, unit, root, group in described:
-            self.groups[unit.name] = group
-            self.root_of[unit.name] = self.name_of[root]
-            self._items[unit.name] = items = self._group_items(group)
-            self._member_positions[unit.name] = [np.unique(it.roots) for it in items if it.is_out and not it.is_param]
+        self.items: dict[str, list[GroupItem]] = {}
+        """Unit -> every tensor slice it removes."""
+        self.member_positions: dict[str, list[np.ndarray]] = {}
+        """Unit -> the root positions of each layer output it prunes."""
+        for unit, roots, items in sorted(self._claim_units(), key=lambda c: order.get(c[0].name, len(order))):
+            self.groups[unit.name] = self.candidates[roots[0]]
+            self.root_of[unit.name] = roots[0]
+            self.items[unit.name] = items
+            self.member_positions[unit.name] = [np.unique(it.roots) for it in items if it.is_out and not it.is_param]
             self.units.append(unit)
         self._index_units()
         self._dense_costs()
@@ -117,6 +109,31 @@ class PruningGraph:
             self.drop_units(set(blocked))
 
     # ------------------------------------------------------------------ analysis
+    def _claim_units(self) -> Iterator[tuple[PrunableUnit, tuple[str, ...], list[GroupItem]]]:
+        """Offer the candidate groups to each unit kind in registry order; a claimed root is not offered again.
+
+        Raises:
+            ValueError: A kind claims a root it was not offered (already claimed, kept whole, or unknown).
+        """
+        order = self._order
+        offered = dict(self.candidates)
+        for kind in kinds_in_order():
+            for roots in kind.claim(self, dict(offered)):
+                taken = [r for r in roots if r not in offered] if roots else ["an empty unit"]
+                if taken:
+                    raise ValueError(f"unit kind {kind.name!r} claims {list(roots)}, but {taken} is not offered to it: "
+                                     "a kind claims only offered roots, each once (earlier kinds win)")
+                for r in roots:
+                    del offered[r]
+                unit, items = kind.build(self, tuple(roots))
+                assert unit.kind == kind.name, f"unit kind {kind.name!r} built a unit of kind {unit.kind!r}"
+                self.kinds[kind.name] = kind
+                # name the unit by its earliest member in forward order (TP's root choice is arbitrary)
+                unit.members.sort(key=lambda m: order.get(m, len(order)))
+                unit.name = unit.members[0] if unit.members else roots[0]
+                unit.layer_type, unit.in_channels, unit.kernel, unit.stride = layer_features(self.modules[unit.name])
+                yield unit, tuple(roots), items
+
     def _all_groups(self, ignored: set[nn.Module]) -> Iterator[tuple[nn.Module, tp.dependency.Group]]:
         """Torch-Pruning's groups rooted at conv / linear layers (as ``get_all_groups``), one failure at a time.
 
@@ -154,57 +171,10 @@ class PruningGraph:
         for name in names:
             self.groups.pop(name, None)
             self.root_of.pop(name, None)
-            self._items.pop(name, None)
-            self._member_positions.pop(name, None)
+            self.items.pop(name, None)
+            self.member_positions.pop(name, None)
         self._index_units()
         self._unit_dims()
-
-    def _group_items(self, group: tp.dependency.Group) -> list[_Item]:
-        items = []
-        for it in group:
-            dep = it.dep
-            target = dep.target.module
-            if isinstance(target, nn.Parameter):
-                name, is_param = self.dg._param_to_name.get(target), True
-            else:
-                name, is_param = self.name_of.get(target), False
-            if name is None:  # Torch-Pruning's internal ops (concat, split, add...): nothing to slice
-                continue
-            items.append(_Item(name, is_param, dep.handler, dep.target.pruning_dim,
-                               self.dg.is_out_channel_pruning_fn(dep.handler),
-                               np.asarray(it.idxs, dtype=np.int64), np.asarray(it.root_idxs, dtype=np.int64)))
-        return items
-
-    def _channel_groups(self, group: tp.dependency.Group) -> int:
-        groups = [1]
-        for it in group:
-            m = it.dep.target.module
-            if not isinstance(m, nn.Module) or (is_depthwise(m) and m.groups == m.out_channels):
-                continue
-            pruner = self.dg.get_pruner_of_module(m)
-            if pruner is None:
-                continue
-            fn = pruner.get_out_channel_groups if self.dg.is_out_channel_pruning_fn(it.dep.handler) \
-                else pruner.get_in_channel_groups
-            g = fn(m)
-            if g and g > 1:
-                groups.append(g)
-        return max(groups)
-
-    @staticmethod
-    def _layer_features(layer: nn.Module) -> tuple[str, int, int, int]:
-        """(type, input channels, kernel size, stride) of a conv / linear layer."""
-        if isinstance(layer, nn.Linear):
-            return "linear", layer.in_features, 1, 1
-        kind = "dwconv" if is_depthwise(layer) else "conv"
-        return kind, layer.in_channels, int(np.prod(layer.kernel_size)), int(layer.stride[0])
-
-    def _describe(self, root: nn.Module, group: tp.dependency.Group) -> PrunableUnit:
-        kind, cin, kernel, stride = self._layer_features(root)
-        members = [self.name_of[it.dep.target.module] for it in group
-                   if isinstance(it.dep.target.module, PRUNABLE_TYPES) and self.dg.is_out_channel_pruning_fn(it.dep.handler)]
-        return PrunableUnit(self.name_of[root], 0, self.dg.get_out_channels(root), kind, cin, kernel, stride,
-                            sorted(set(members), key=members.index), self._channel_groups(group))
 
     def _dense_costs(self) -> None:
         macs, params, layer_macs, layer_params = tp.utils.count_ops_and_params(
@@ -216,13 +186,17 @@ class PruningGraph:
 
     def _unit_dims(self) -> None:
         """Which units shrink which dimension of which layer: ``dims[layer]["in" / "out"] = [(unit, item)]``."""
-        self.dims: dict[str, dict[str, list[tuple[str, _Item]]]] = defaultdict(lambda: {"in": [], "out": []})
+        self.dims: dict[str, dict[str, list[tuple[str, GroupItem]]]] = defaultdict(lambda: {"in": [], "out": []})
+        self.layer_kinds: dict[str, UnitKind] = {}
+        """Layer -> the kind of the unit that prunes its outputs (it predicts the layer's cost)."""
         for unit in self.units:
             touched = set()
-            for it in self._items[unit.name]:
+            for it in self.items[unit.name]:
                 if it.is_param:
                     continue
                 self.dims[it.target]["out" if it.is_out else "in"].append((unit.name, it))
+                if it.is_out:
+                    self.layer_kinds.setdefault(it.target, self.kinds[unit.kind])
                 touched.add(it.target)
             unit.macs_share = sum(self.layer_macs.get(t, 0.0) for t in touched) / max(self.dense_macs, 1.0)
             unit.params_share = sum(self.layer_params.get(t, 0.0) for t in touched) / max(self.dense_params, 1.0)
@@ -245,7 +219,8 @@ class PruningGraph:
                round_to: int | None = None) -> dict[str, np.ndarray]:
         """Root channels to remove per unit: the lowest-importance ones at each unit's ratio.
 
-        Every unit keeps at least one channel (one per group of a grouped unit), whatever the ratio.
+        Every unit keeps at least one element (one per group of a grouped unit), whatever the ratio. Its kind
+        reduces the scores to elements, picks the elements to drop and maps them to root channels.
 
         Args:
             scores: Per-unit channel importance (length = unit channels).
@@ -260,33 +235,15 @@ class PruningGraph:
             ratio = float(ratios.get(unit.name, 0.0))
             if ratio <= 0.0:
                 continue
-            g = unit.channel_groups
-            size = unit.channels // g
-            n_prune = size - unit.kept_channels(ratio, round_to) // g
+            n_prune = unit.elements - unit.kept_channels(ratio, round_to) // unit.granule
             if n_prune <= 0:
                 continue
-            imp = scores[unit.name].detach().float().cpu()
-            if g > 1:
-                imp = imp.view(g, -1).mean(0)
+            kind = self.kinds[unit.kind]
+            imp = kind.element_scores(unit, scores[unit.name].detach().float().cpu())
             ranked = torch.argsort(imp, stable=True).numpy()
-            order = self._keep_every_member(unit.name, ranked, n_prune, size)
-            roots = np.concatenate([order + k * size for k in range(g)]) if g > 1 else order
-            pruned[unit.name] = np.sort(roots)
+            drop = kind.drop_elements(self, unit, ranked, n_prune)
+            pruned[unit.name] = np.sort(kind.to_roots(unit, drop))
         return pruned
-
-    def _keep_every_member(self, unit: str, ranked: np.ndarray, n_prune: int, size: int) -> np.ndarray:
-        """The ``n_prune`` lowest-ranked positions, minus any that would empty one member layer.
-
-        A unit spanning a concat owns several layers' outputs; the lowest-scoring channels may all sit in one of
-        them. Its best channel is kept instead, so no layer is ever left with zero outputs.
-        """
-        drop = ranked[:n_prune]
-        for member in self._member_positions[unit]:
-            positions = member % size
-            if np.isin(positions, drop).all():
-                best = ranked[np.isin(ranked, positions)][-1]
-                drop = drop[drop != best]
-        return drop
 
     def apply(self, pruned: Mapping[str, np.ndarray]) -> nn.Module:
         """A pruned copy of the dense model: removes the given root channels of each unit.
@@ -303,17 +260,21 @@ class PruningGraph:
         return model.eval()
 
     def apply_to(self, model: nn.Module, pruned: Mapping[str, np.ndarray]) -> nn.Module:
-        """Prune ``model`` in place, a structural copy of the dense model (same module names), per plan ``pruned``."""
-        plan: dict[tuple[str, bool, object], tuple[_Item, list[np.ndarray]]] = {}
+        """Prune ``model`` in place, a structural copy of the dense model (same module names), per plan ``pruned``.
+
+        Torch-Pruning's functions slice the tensors; then each unit's kind fixes library attributes
+        (:meth:`~agent.pruning.kinds.UnitKind.after_apply`). Every pruned model is made here.
+        """
+        plan: dict[tuple[str, bool, object], tuple[GroupItem, list[np.ndarray]]] = {}
         for unit_name, roots in pruned.items():
             if len(roots) == 0:
                 continue
             unit = self.unit_by_name[unit_name]
-            if len(roots) > unit.channels - unit.channel_groups:
+            if len(roots) > unit.channels - unit.granule:
                 raise ValueError(f"unit {unit_name!r} would lose all its channels: keep at least one per group")
-            for it in self._items[unit_name]:
+            for it in self.items[unit_name]:
                 sel = it.idxs[np.isin(it.roots, roots)]
-                if len(sel) == 0:
+                if len(sel) == 0 or it.handler is None:
                     continue
                 key = (it.target, it.is_param, it.handler)
                 plan.setdefault(key, (it, []))[1].append(sel)
@@ -327,6 +288,10 @@ class PruningGraph:
                 setattr(owner, attr, handler(getattr(owner, attr), idxs))
             else:
                 handler(modules[target], idxs)
+        for unit_name, roots in pruned.items():
+            if len(roots):
+                unit = self.unit_by_name[unit_name]
+                self.kinds[unit.kind].after_apply(self, modules, unit, np.asarray(roots))
         return model
 
     def predict_macs(self, pruned: Mapping[str, np.ndarray]) -> float:

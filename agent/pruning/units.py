@@ -1,4 +1,4 @@
-"""The nouns of the pruning graph: a prunable unit (one dependency group) and a layer's controlled widths."""
+"""The nouns of the pruning graph: a prunable unit, the slices it removes, and a layer's controlled widths."""
 
 from __future__ import annotations
 
@@ -7,12 +7,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LayerDims", "PrunableUnit"]
+__all__ = ["GroupItem", "LayerDims", "PrunableUnit"]
+
+
+@dataclass
+class GroupItem:
+    """One tensor slice a unit removes: a layer (or parameter) dimension, in dense coordinates."""
+
+    target: str
+    """Module name, or parameter name when ``is_param``."""
+    is_param: bool
+    """Whether ``target`` is a bare ``nn.Parameter`` (layer-scale ``gamma``...)."""
+    handler: object | None
+    """Torch-Pruning's bound pruning function for it, or None for bookkeeping only (counted by the cost
+    prediction; the unit's kind reshapes the layer in :meth:`~agent.pruning.kinds.UnitKind.after_apply`)."""
+    pruning_dim: int
+    """The dimension the handler prunes."""
+    is_out: bool
+    """Whether it prunes the target's output channels (else its input channels)."""
+    idxs: np.ndarray
+    """Positions in the target's dimension."""
+    roots: np.ndarray
+    """The unit's root index each position belongs to (same length as ``idxs``)."""
 
 
 @dataclass
 class PrunableUnit:
-    """One Torch-Pruning dependency group: channels that must be removed together."""
+    """Channels that must be removed together: one Torch-Pruning dependency group or more, of one unit kind."""
 
     name: str
     """Name of the group's first layer in forward order, e.g. ``layer2.0.conv1``."""
@@ -36,14 +57,27 @@ class PrunableUnit:
     """Share of the dense model's MACs in layers this unit touches (in or out)."""
     params_share: float = 0.0
     """Share of the dense model's parameters in layers this unit touches."""
+    kind: str = "channels"
+    """Name of the unit kind (see :mod:`agent.pruning.kinds`) that found the unit and prunes it."""
+    element_size: int = 1
+    """Root channels per element, the smallest thing the kind removes (1 for ``channels``)."""
+
+    @property
+    def granule(self) -> int:
+        """Root channels removed together: one element in every channel group."""
+        return self.channel_groups * self.element_size
+
+    @property
+    def elements(self) -> int:
+        """Elements per channel group: what the kind ranks and drops."""
+        return self.channels // self.granule
 
     def kept_channels(self, ratio: float, round_to: int | None = None) -> int:
-        """Channels kept at pruning ``ratio`` (never zero; rounded down to ``round_to`` when possible)."""
-        g = self.channel_groups
-        keep = int(np.floor(round((self.channels // g) * (1.0 - ratio), 6)))
-        if round_to and round_to > 1 and g == 1 and self.channels > round_to:
+        """Root channels kept at pruning ``ratio`` (never zero; rounded down to ``round_to`` when possible)."""
+        keep = int(np.floor(round(self.elements * (1.0 - ratio), 6)))
+        if round_to and round_to > 1 and self.granule == 1 and self.channels > round_to:
             keep = max(round_to, keep - keep % round_to)
-        return max(1, keep) * g
+        return max(1, keep) * self.granule
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def _options(session: SearchSession) -> dict[str, list[int]]:
     for unit in session.engine.units:
         lo = unit.kept_channels(cfg.max_ratio, cfg.round_to)
         hi = unit.kept_channels(cfg.min_ratio, cfg.round_to) if cfg.min_ratio > 0 else unit.channels
-        g = unit.channel_groups
+        g = unit.granule
         step = cfg.round_to if cfg.round_to and cfg.round_to > 1 and g == 1 and unit.channels > cfg.round_to else g
         grid = list(range(lo, hi + 1, step))
         if len(grid) > MAX_OPTIONS and not (cfg.round_to and cfg.round_to > 1):

@@ -225,3 +225,22 @@ class OddWidthBug(nn.Module):
 def odd_width_bug(input_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
     """Factory: :class:`OddWidthBug`."""
     return OddWidthBug(input_shape, num_classes)
+
+
+class GroupedConvNet(nn.Module):
+    """A stem, a grouped conv (4 groups of 4 -> 8 channels) and a pointwise conv: a ResNeXt-style bottleneck in 1-D."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int = 10, groups: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv1d(input_shape[0], 16, 3, padding=1, bias=False), nn.BatchNorm1d(16), nn.ReLU())
+        self.grouped = nn.Sequential(nn.Conv1d(16, 32, 3, padding=1, groups=groups), nn.BatchNorm1d(32), nn.ReLU())
+        self.pw = nn.Sequential(nn.Conv1d(32, 24, 1, bias=False), nn.BatchNorm1d(24), nn.ReLU())
+        self.head = nn.Linear(24, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pw(self.grouped(self.stem(x))).mean(-1))
+
+
+def grouped_conv_net(input_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
+    """Factory: :class:`GroupedConvNet`."""
+    return GroupedConvNet(input_shape, num_classes)
