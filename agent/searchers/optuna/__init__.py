@@ -1,2 +1,1 @@
-"""Optuna searchers (``optuna`` and ``nsga2``): the objective in :mod:`.search`, study, sampler and storage in
-:mod:`.study`."""
+"""Optuna searchers (``optuna`` and ``nsga2``): the objective in :mod:`.search`, the study in :mod:`.study`."""

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-import agent.evaluation.core as evaluation_mod
+import agent.evaluation.engine as evaluation_mod
 from agent.constraints import Constraints
 from agent.evaluation import EvalSettings
 from agent.search.results import ResultLog
