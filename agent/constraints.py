@@ -1,15 +1,33 @@
-"""User constraints: FLOPs / parameter / latency targets and the accuracy-drop budget."""
+"""User constraints (FLOPs / parameter / latency targets, the accuracy-drop budget) and the one cost calculus.
+
+Every comparison of a cost with its target goes through :class:`Constraints`: :meth:`~Constraints.cost_terms`
+pairs each measured or predicted cost with its target in the target's unit (the latency ratio against a ratio
+target, milliseconds against a millisecond target), and the rules read those pairs:
+
+* :meth:`~Constraints.violations` / :meth:`~Constraints.meets_cost`: feasible or not (with the reasons);
+* :meth:`~Constraints.overage`: the largest ``cost / target`` (``<= 1`` within budget), what searchers steer by;
+* :meth:`~Constraints.constraint_values`: Optuna's constraint values (``<= 0`` feasible);
+* :meth:`~Constraints.far_over`: the costs over their target by more than a margin (rejection before evaluation).
+
+A latency target becomes a ratio of the dense latency only through :meth:`LatencyTarget.as_ratio`.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from .errors import user_error
 
-__all__ = ["Constraints", "LatencyTarget"]
+__all__ = ["Constraints", "LatencyTarget", "CostProbe", "CostTerm", "LATENCY_MARGIN"]
+
+LATENCY_MARGIN = 0.03
+"""Searchers aim this fraction under a latency target (measurement noise must not flip the final check)."""
+
+_EPS = 1e-9
+"""Absolute tolerance of every ``cost > target`` comparison (rounding in the ratios must not flip a verdict)."""
 
 _LATENCY_RE = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([a-zA-Zµ]*)\s*$")
 
@@ -56,9 +74,53 @@ class LatencyTarget:
         """Human form: ``0.6x`` or ``12ms``."""
         return f"{self.value:g}x" if self.unit == "ratio" else f"{self.value:g}ms"
 
-    def as_ratio(self, dense_latency_ms: float) -> float:
-        """The target as a ratio of the dense latency."""
-        return self.value if self.unit == "ratio" else self.value / dense_latency_ms
+    @overload
+    def as_ratio(self, dense_latency_ms: float) -> float: ...
+    @overload
+    def as_ratio(self, dense_latency_ms: None) -> float | None: ...
+
+    def as_ratio(self, dense_latency_ms: float | None) -> float | None:
+        """The target as a ratio of the dense latency (the one ratio-or-ms rule).
+
+        A ratio target is its value; a millisecond target is divided by ``dense_latency_ms``, and without a dense
+        latency (None or 0) it has no ratio (None).
+
+        Example:
+            >>> LatencyTarget(0.6).as_ratio(None), LatencyTarget(5.0, "ms").as_ratio(20.0)
+            (0.6, 0.25)
+        """
+        if self.unit == "ratio":
+            return self.value
+        return self.value / dense_latency_ms if dense_latency_ms else None
+
+
+@dataclass(frozen=True)
+class CostProbe:
+    """Costs of a policy's model, measured or predicted (no accuracy)."""
+
+    flops_ratio: float
+    """MACs relative to dense."""
+    params_ratio: float
+    """Parameters relative to dense."""
+    latency_ratio: float | None = None
+    """Measured latency relative to dense (when probed: the upper end of its interval, the figure targets are
+    checked against; predicted: the table's ratio)."""
+    latency_ms: float | None = None
+    """Measured (upper end) or predicted latency in ms."""
+
+
+@dataclass(frozen=True)
+class CostTerm:
+    """One cost beside its target, both in the target's unit."""
+
+    name: Literal["flops", "params", "latency"]
+    """Which target."""
+    value: float
+    """The cost: a ratio of dense, or milliseconds for a millisecond latency target."""
+    target: float
+    """The target in the same unit."""
+    unit: Literal["ratio", "ms"] = "ratio"
+    """``ratio`` or ``ms``."""
 
 
 @dataclass(frozen=True)
@@ -89,24 +151,63 @@ class Constraints:
         """Whether any of FLOPs, params or latency is constrained."""
         return any(x is not None for x in (self.flops_target, self.params_target, self.latency_target))
 
+    def cost_terms(self, *, flops_ratio: float, params_ratio: float, latency_ratio: float | None = None,
+                   latency_ms: float | None = None) -> list[CostTerm]:
+        """Each cost target beside its cost, in the target's unit; a latency without that figure is left out.
+
+        Example:
+            >>> c = Constraints(flops_target=0.5, latency_target=LatencyTarget(4.0, "ms"))
+            >>> [(t.name, t.value, t.target) for t in c.cost_terms(flops_ratio=0.4, params_ratio=0.3, latency_ms=5.0)]
+            [('flops', 0.4, 0.5), ('latency', 5.0, 4.0)]
+        """
+        out = []
+        if self.flops_target is not None:
+            out.append(CostTerm("flops", flops_ratio, self.flops_target))
+        if self.params_target is not None:
+            out.append(CostTerm("params", params_ratio, self.params_target))
+        lt = self.latency_target
+        if lt is not None:
+            value = latency_ratio if lt.unit == "ratio" else latency_ms
+            if value is not None:
+                out.append(CostTerm("latency", value, lt.value, lt.unit))
+        return out
+
+    def _text(self, term: CostTerm) -> str:
+        """``FLOPs 0.600 > target 0.500`` / ``latency 0.700x > target 0.6x``."""
+        if term.name == "latency":
+            assert self.latency_target is not None
+            unit = "x" if term.unit == "ratio" else "ms"
+            return f"latency {term.value:.3f}{unit} > target {self.latency_target.text()}"
+        return f"{'FLOPs' if term.name == 'flops' else 'params'} {term.value:.3f} > target {term.target:.3f}"
+
     def violations(self, *, flops_ratio: float, params_ratio: float, latency_ratio: float | None,
                    latency_ms: float | None, acc_drop: float | None) -> list[str]:
-        """Human-readable list of violated constraints (empty = feasible)."""
-        out = []
-        eps = 1e-9
-        if self.flops_target is not None and flops_ratio > self.flops_target + eps:
-            out.append(f"FLOPs {flops_ratio:.3f} > target {self.flops_target:.3f}")
-        if self.params_target is not None and params_ratio > self.params_target + eps:
-            out.append(f"params {params_ratio:.3f} > target {self.params_target:.3f}")
-        if self.latency_target is not None:
-            if self.latency_target.unit == "ratio" and latency_ratio is not None \
-                    and latency_ratio > self.latency_target.value + eps:
-                out.append(f"latency {latency_ratio:.3f}x > target {self.latency_target.text()}")
-            if self.latency_target.unit == "ms" and latency_ms is not None and latency_ms > self.latency_target.value + eps:
-                out.append(f"latency {latency_ms:.3f}ms > target {self.latency_target.text()}")
-        if self.max_acc_drop is not None and acc_drop is not None and acc_drop > self.max_acc_drop + eps:
+        """Human-readable list of violated constraints (empty = feasible); a cost not given is not checked."""
+        out = [self._text(t) for t in self.cost_terms(flops_ratio=flops_ratio, params_ratio=params_ratio,
+                                                       latency_ratio=latency_ratio, latency_ms=latency_ms)
+               if t.value > t.target + _EPS]
+        if self.max_acc_drop is not None and acc_drop is not None and acc_drop > self.max_acc_drop + _EPS:
             out.append(f"accuracy drop {acc_drop:.2f} > {self.max_acc_drop:.2f} points")
         return out
+
+    def meets_cost(self, cost: CostProbe, *, latency_margin: float = 0.0) -> bool:
+        """Whether ``cost`` meets the FLOPs / params / latency targets (accuracy not considered).
+
+        Latency is held to ``1 - latency_margin`` of its target: searchers steer by one measurement (or a
+        prediction), while the result must still meet the target when it is measured again.
+
+        Example:
+            >>> c = Constraints(latency_target=LatencyTarget(0.5))
+            >>> c.meets_cost(CostProbe(1.0, 1.0, latency_ratio=0.49)), c.meets_cost(CostProbe(1.0, 1.0, 0.49),
+            ...                                                                     latency_margin=0.03)
+            (True, False)
+        """
+        assert 0.0 <= latency_margin < 1.0, latency_margin
+        shrink = 1.0 - latency_margin
+        return not self.violations(
+            flops_ratio=cost.flops_ratio, params_ratio=cost.params_ratio,
+            latency_ratio=None if cost.latency_ratio is None else cost.latency_ratio / shrink,
+            latency_ms=None if cost.latency_ms is None else cost.latency_ms / shrink, acc_drop=None)
 
     def check_result(self, result: Any, *, latency_slack: float = 1.0) -> list[str]:
         """Violated constraints of an evaluated result (an ``EvalResult``); empty = feasible.
@@ -119,6 +220,70 @@ class Constraints:
         return self.violations(flops_ratio=result.flops_ratio, params_ratio=result.params_ratio,
                                latency_ratio=None if ratio is None else ratio / latency_slack,
                                latency_ms=None if ms is None else ms / latency_slack, acc_drop=result.acc_drop)
+
+    def overage(self, cost: CostProbe, *, margin: float = 0.0, latency_margin: float = 0.0,
+                dense_latency_ms: float | None = None) -> float:
+        """Largest ``cost / target`` over the cost targets: at most 1 within budget, above 1 over it.
+
+        Every target is shrunk by ``margin`` (a fraction), latency by ``latency_margin`` besides, and latency is
+        read in the target's unit. A cost without that latency figure is read by its latency ratio, else its
+        FLOPs ratio (proxy), against the target as a ratio of ``dense_latency_ms`` (a millisecond target without
+        one is read against 1 ms). Without any cost target: the FLOPs ratio.
+
+        Example:
+            >>> Constraints(flops_target=0.5, params_target=0.8).overage(CostProbe(0.6, 0.4))
+            1.2
+        """
+        aim, shrink = 1.0 - latency_margin, 1.0 - margin
+        terms = [t.value / (t.target * aim * shrink) if t.name == "latency" else t.value / (t.target * shrink)
+                 for t in self.cost_terms(flops_ratio=cost.flops_ratio, params_ratio=cost.params_ratio,
+                                          latency_ratio=cost.latency_ratio, latency_ms=cost.latency_ms)]
+        lt = self.latency_target
+        if lt is not None and (cost.latency_ratio if lt.unit == "ratio" else cost.latency_ms) is None:
+            lat = cost.latency_ratio if cost.latency_ratio is not None else cost.flops_ratio
+            terms.append(lat / (lt.as_ratio(dense_latency_ms or 1.0) * aim * shrink))
+        return max(terms) if terms else cost.flops_ratio
+
+    def constraint_values(self, *, flops_ratio: float, params_ratio: float, latency_ratio: float | None,
+                          latency_ms: float | None, acc_drop: float | None,
+                          latency_margin: float = LATENCY_MARGIN) -> dict[str, float]:
+        """Optuna constraint values, one per checked target: feasible when all are ``<= 0``.
+
+        Consistent with :meth:`violations`; latency is held ``latency_margin`` under its target (like every
+        searcher's steering): one timing round is noisy, and candidates right at the edge tend to fail the final
+        re-measurement. The accuracy value is in fractions (points / 100), a millisecond latency relative to its
+        target.
+
+        Example:
+            >>> Constraints(flops_target=0.5).constraint_values(flops_ratio=0.4, params_ratio=1.0, latency_ratio=None,
+            ...                                               latency_ms=None, acc_drop=None)["flops"] < 0
+            True
+        """
+        out = {}
+        if self.max_acc_drop is not None and acc_drop is not None:
+            out["acc_drop"] = (acc_drop - self.max_acc_drop - _EPS) / 100.0
+        aim = 1.0 - latency_margin
+        for t in self.cost_terms(flops_ratio=flops_ratio, params_ratio=params_ratio, latency_ratio=latency_ratio,
+                                 latency_ms=latency_ms):
+            if t.name != "latency":
+                out[t.name] = t.value - t.target - _EPS
+            elif t.unit == "ratio":
+                out["latency"] = t.value - t.target * aim - _EPS
+            else:
+                out["latency"] = (t.value - t.target * aim - _EPS) / t.target
+        return out
+
+    def far_over(self, cost: CostProbe, *, margin: float) -> list[str]:
+        """The costs over their target by more than ``margin`` (a fraction of the target), worded.
+
+        Example:
+            >>> Constraints(flops_target=0.5).far_over(CostProbe(0.6, 1.0), margin=0.1)
+            ['FLOPs 0.600 > target 0.500 by over 10%']
+        """
+        return [f"{self._text(t)} by over {margin:.0%}"
+                for t in self.cost_terms(flops_ratio=cost.flops_ratio, params_ratio=cost.params_ratio,
+                                         latency_ratio=cost.latency_ratio, latency_ms=cost.latency_ms)
+                if t.value > t.target * (1 + margin)]
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict."""

@@ -8,24 +8,26 @@ current unit given the ratios already chosen:
 * **upper bound** - the least pruning that already meets every target if all later units stay at
   ``min_ratio`` (pruning more than that buys nothing under a hard budget and only costs accuracy).
 
-Costs are *predicted* from the dense graph (``PruningGraph.predict_macs`` / ``predict_params``) and, for a
+Costs are *predicted* from the dense graph (:mod:`agent.pruning.plan_cost`) and, for a
 latency target, from the engine's latency model (``.predict(kept_channels) -> ms``) when one is attached; without
 one, a latency target given as a ratio is enforced through the FLOPs ratio as a proxy. Ratios live on each
 unit's channel grid (``k / channels``), so a bound is exactly the ratio of a whole number of removed channels.
+Whether a prediction meets the targets is the one cost calculus (:meth:`agent.constraints.Constraints.overage`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from agent.constraints import Constraints
+from agent.constraints import Constraints, CostProbe, LatencyTarget
 from agent.evaluation import PruningEngine
 from agent.pruning.graph import PrunableUnit
+from agent.pruning.plan_cost import kept_channels, predicted_flops_ratio, predicted_params_ratio
 
 __all__ = ["BudgetWall", "CostTarget"]
 
@@ -35,14 +37,12 @@ WALL_MARGIN = 1e-3
 
 @dataclass(frozen=True)
 class CostTarget:
-    """One predicted cost and the value it must not exceed."""
+    """One walled cost and the value its prediction must not exceed."""
 
     name: str
     """``flops``, ``params`` or ``latency``."""
-    predict: Callable[[Mapping[str, float]], float]
-    """Ratios of every unit -> predicted cost (same unit as ``limit``)."""
     limit: float
-    """The target (already shrunk by the safety margin)."""
+    """The target already shrunk by the safety margin: a ratio of dense, or the latency table's milliseconds."""
 
 
 class BudgetWall:
@@ -67,7 +67,13 @@ class BudgetWall:
         self.units: list[PrunableUnit] = list(engine.units)
         self.min_ratio, self.max_ratio, self.round_to = min_ratio, max_ratio, round_to
         self._roots: dict[tuple[str, int], np.ndarray] = {}
-        self.targets: list[CostTarget] = self._targets(constraints, dense_latency_ms)
+        self.walled: Constraints = self._walled(constraints, dense_latency_ms)
+        """The walled targets, in the units of the wall's predictions (see :meth:`_walled`)."""
+        shrink = 1.0 - WALL_MARGIN  # the terms' values are placeholders: only their targets are read
+        self.targets: list[CostTarget] = [
+            CostTarget(t.name, t.target * shrink)
+            for t in self.walled.cost_terms(flops_ratio=1.0, params_ratio=1.0, latency_ms=1.0)]
+        """The walled targets and their shrunk limits (what :meth:`meets` holds the predictions under)."""
 
     # ------------------------------------------------------------------ predictions
     def _removed(self, unit: PrunableUnit, ratio: float) -> np.ndarray:
@@ -91,40 +97,37 @@ class BudgetWall:
 
     def flops_ratio(self, ratios: Mapping[str, float]) -> float:
         """Predicted MACs ratio of ``ratios``."""
-        return self.graph.predict_macs(self.plan(ratios)) / self.graph.dense_macs
+        return predicted_flops_ratio(self.graph, self.plan(ratios))
 
-    def _params_ratio(self, ratios: Mapping[str, float]) -> float:
-        return self.graph.predict_params(self.plan(ratios)) / self.graph.dense_params
+    def _walled(self, c: Constraints, dense_latency_ms: float | None) -> Constraints:
+        """The cost targets in what the wall predicts: FLOPs and params ratios, the latency table's milliseconds.
 
-    def _kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
-        plan = self.plan(ratios)
-        return {u.name: u.channels - len(plan.get(u.name, ())) for u in self.units}
-
-    def _targets(self, c: Constraints, dense_latency_ms: float | None) -> list[CostTarget]:
-        shrink = 1.0 - WALL_MARGIN
-        targets = []
-        flops_limit = c.flops_target
-        if c.params_target is not None:
-            targets.append(CostTarget("params", self._params_ratio, c.params_target * shrink))
-        lat = c.latency_target
-        model = self.engine.latency_model
-        # an absolute target becomes a ratio of the dense latency measured now (a latency table may be cached)
-        lat_ratio = None
-        if lat is not None and (lat.unit == "ratio" or dense_latency_ms):
-            lat_ratio = lat.value if lat.unit == "ratio" else lat.as_ratio(dense_latency_ms)
+        Without a latency model a latency ratio target (or a millisecond one with a measured dense latency) is
+        walled through the FLOPs ratio as a proxy; an absolute target becomes a ratio of the dense latency measured
+        now (a latency table may be cached).
+        """
+        lat, model = c.latency_target, self.engine.latency_model
+        lat_ratio = lat.as_ratio(dense_latency_ms) if lat is not None else None
+        flops_limit, latency = c.flops_target, None
         if lat is not None and model is not None:
             dense_pred = float(model.predict({u.name: u.channels for u in self.units}))
-            limit_ms = lat_ratio * dense_pred if lat_ratio is not None else lat.value
-            targets.append(CostTarget("latency", lambda r: float(model.predict(self._kept(r))), limit_ms * shrink))
+            latency = LatencyTarget(lat_ratio * dense_pred if lat_ratio is not None else lat.value, "ms")
         elif lat is not None:
             if lat_ratio is None:
                 warnings.warn(f"latency target {lat.text()} cannot be enforced by the budget wall without a latency "
                               "model or a measured dense latency; only the reward sees it", stacklevel=3)
             else:
                 flops_limit = min(flops_limit, lat_ratio) if flops_limit is not None else min(lat_ratio, 1.0)
-        if flops_limit is not None:
-            targets.insert(0, CostTarget("flops", self.flops_ratio, flops_limit * shrink))
-        return targets
+        return Constraints(flops_target=flops_limit, params_target=c.params_target, latency_target=latency)
+
+    def costs(self, ratios: Mapping[str, float]) -> CostProbe:
+        """Predicted costs of ``ratios`` that the wall walls (the others are not predicted: 0)."""
+        w, plan = self.walled, self.plan(ratios)
+        model = self.engine.latency_model
+        return CostProbe(predicted_flops_ratio(self.graph, plan),
+                         predicted_params_ratio(self.graph, plan) if w.params_target is not None else 0.0,
+                         latency_ms=float(model.predict(kept_channels(self.units, plan)))
+                         if w.latency_target is not None else None)
 
     @property
     def active(self) -> bool:
@@ -132,8 +135,8 @@ class BudgetWall:
         return bool(self.targets)
 
     def meets(self, ratios: Mapping[str, float]) -> bool:
-        """Whether the predicted costs of ``ratios`` meet every target."""
-        return all(t.predict(ratios) <= t.limit for t in self.targets)
+        """Whether the predicted costs of ``ratios`` meet every target (held ``WALL_MARGIN`` under it)."""
+        return not self.active or self.walled.overage(self.costs(ratios), margin=WALL_MARGIN) <= 1.0
 
     # ------------------------------------------------------------------ grid and bounds
     def grid_ratio(self, unit: PrunableUnit, removed: int) -> float:

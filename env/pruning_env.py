@@ -31,7 +31,7 @@ from agent.evaluation import EvalResult, EvalSettings, evaluate_policy, get_engi
 from agent.evaluation.sensitivity import DEFAULT_SENSITIVITY_RATIOS, SensitivityProfile, analyse_sensitivity
 from agent.measure.latency import resolve_device
 from agent.policy import DEFAULT_MAX_RATIO, Policy
-from agent.pruning.importance import normalized
+from agent.pruning.thresholds import ratio_to_threshold, threshold_to_ratio
 from agent.tasks.task import Task
 
 from .budget import BudgetWall
@@ -172,9 +172,7 @@ class LayerPruningEnv(gym.Env):
             return lo
         if self.config.action_mode == "ratio":
             return lo + a * (hi - lo)
-        unit = self.units[index]
-        removed = float((normalized(self.scores[unit.name]) < a).float().mean())
-        return min(hi, max(lo, removed, 0.0), (unit.channels - 1) / unit.channels)
+        return threshold_to_ratio(self.scores[self.units[index].name], a, min_ratio=lo, max_ratio=hi)
 
     def action_for_ratio(self, ratio: float, index: int | None = None) -> np.ndarray:
         """An action that asks for ``ratio`` at unit ``index`` (default: the current unit); for demonstrations."""
@@ -186,9 +184,7 @@ class LayerPruningEnv(gym.Env):
         if self.config.action_mode == "ratio":
             a = (r - lo) / (hi - lo)
         else:
-            s = np.sort(normalized(self.scores[self.units[i].name]).numpy())
-            k = min(len(s) - 1, int(round(r * len(s))))
-            a = float(s[k - 1] + s[k]) / 2 if k > 0 else 0.0
+            a = ratio_to_threshold(self.scores[self.units[i].name], r)
         return np.asarray([min(1.0, a)], dtype=np.float32)
 
     # ------------------------------------------------------------------ gym API

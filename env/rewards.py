@@ -57,11 +57,7 @@ def latency_ratio_of(result: EvalResult, dense: DenseMetrics) -> float:
 def latency_target_ratio(constraints: Constraints, dense: DenseMetrics) -> float | None:
     """The latency target as a ratio of dense latency (None without a target or a dense latency to divide by)."""
     target = constraints.latency_target
-    if target is None:
-        return None
-    if target.unit == "ratio":
-        return target.value
-    return target.as_ratio(dense.latency_ms) if dense.latency_ms else None
+    return None if target is None else target.as_ratio(dense.latency_ms)
 
 
 def _latency_overshoot(result: EvalResult, constraints: Constraints, dense: DenseMetrics) -> float:

@@ -28,6 +28,7 @@ from ..evaluation import EvalSettings, get_engine
 from ..measure.latency import resolve_device
 from ..policy import Policy
 from ..pruning.graph import PruningGraph
+from ..pruning.plan_cost import predicted_flops_ratio, predicted_params_ratio
 from ..tasks.task import Task
 from ..tasks.training import accuracy, recalibrate_batchnorm
 from .finetune import SCHEDULES, FinalTuneConfig, finetune_model
@@ -201,8 +202,8 @@ def iterative_prune(task: Task, policy: Policy, *, steps: int, schedule: str = "
         rec = IterativeStep(
             step=t, fraction=frac, pruned=removed > 0, channels_removed=removed,
             channels_removed_total=sum(len(v) for v in plan.values()), kept_channels=engine.kept_channels(plan),
-            flops_ratio=dense.predict_macs(plan) / dense.dense_macs,
-            params_ratio=dense.predict_params(plan) / dense.dense_params, finetuned=False, finetune_steps=0,
+            flops_ratio=predicted_flops_ratio(dense, plan), params_ratio=predicted_params_ratio(dense, plan),
+            finetuned=False, finetune_steps=0,
             accuracy=float("nan"))
         if removed > 0:
             done = finetune_model(model, task, config=finetune, device=str(dev), batch_size=settings.finetune_batch,

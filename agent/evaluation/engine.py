@@ -11,10 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..constraints import CostProbe
 from ..measure.latency import measure_latency, resolve_device
 from ..policy import Policy
 from ..pruning.coverage import build_graph
-from ..pruning.importance import compute_importance, normalized
+from ..pruning.importance import compute_importance
+from ..pruning.plan_cost import kept_channels, predicted_flops_ratio, predicted_params_ratio
+from ..pruning.thresholds import threshold_to_ratio
 from ..tasks.task import Task
 from ..tasks.training import accuracy
 from .records import DenseMetrics, EvalSettings
@@ -66,24 +69,26 @@ class PruningEngine:
                              max_ratio: float = 0.99) -> Policy:
         """Convert per-unit importance thresholds to ratios: channels with normalised score below go."""
         scores = self.importance(importance, settings)
-        ratios = {}
-        for unit in self.units:
-            t = float(thresholds.get(unit.name, 0.0))
-            frac = float((normalized(scores[unit.name]) < t).float().mean()) if t > 0 else 0.0
-            ratios[unit.name] = min(frac, max_ratio, (unit.channels - 1) / unit.channels)
-        return Policy(ratios, importance)
+        return Policy({u.name: threshold_to_ratio(scores[u.name], float(thresholds.get(u.name, 0.0)),
+                                                  max_ratio=max_ratio) for u in self.units}, importance)
 
     def build(self, policy: Policy, settings: EvalSettings) -> nn.Module:
         """The pruned model of ``policy`` (a new module; the dense model is untouched)."""
         return self.graph.apply(self.plan(policy, settings))
 
     def kept_channels(self, plan: Mapping[str, np.ndarray]) -> dict[str, int]:
-        """Channels each unit keeps under a plan."""
-        return {u.name: u.channels - len(plan.get(u.name, ())) for u in self.units}
+        """Channels each unit keeps under a plan (:func:`agent.pruning.plan_cost.kept_channels`)."""
+        return kept_channels(self.units, plan)
 
-    def predict_flops_ratio(self, policy: Policy, settings: EvalSettings) -> float:
-        """MACs ratio of ``policy`` predicted from the dense per-layer counts (no model is built)."""
-        return self.graph.predict_macs(self.plan(policy, settings)) / self.graph.dense_macs
+    def predict(self, plan: Mapping[str, np.ndarray], settings: EvalSettings) -> CostProbe:
+        """Predicted FLOPs / params ratios of a plan, and its latency when a latency model is attached.
+
+        The one plan -> kept channels -> predicted cost path (no model is built).
+        """
+        latency = self.predict_latency(self.kept_channels(plan), settings)
+        lat_ms, lat_ratio = latency if latency is not None else (None, None)
+        return CostProbe(predicted_flops_ratio(self.graph, plan), predicted_params_ratio(self.graph, plan),
+                         lat_ratio, lat_ms)
 
     def predict_latency(self, kept_channels: Mapping[str, int], settings: EvalSettings, *,
                         dense_ms: float | None = None) -> tuple[float, float] | None:

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.sensitivity import plot_sensitivity
+from ..searchers.pareto import pareto_mask
 from ..storage import atomic_write_text
 from .document import BulletList, Document, Heading, Image, Paragraph, Table
 from .inputs import ReportInputs, load_report_inputs
-from .plots import pareto_mask, plot_iterative, plot_pareto, plot_progress, plot_ratios
+from .plots import plot_iterative, plot_pareto, plot_progress, plot_ratios
 
 __all__ = ["ReportOutcome", "build_report", "SECTIONS", "PLOT_DIR"]
 

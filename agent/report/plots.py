@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation import EvalResult
+from ..searchers.pareto import pareto_mask
 from ..storage import atomic_path
 
-__all__ = ["pareto_mask", "best_so_far", "plot_ratios", "plot_progress", "plot_pareto", "plot_iterative"]
+__all__ = ["best_so_far", "plot_ratios", "plot_progress", "plot_pareto", "plot_iterative"]
 
 
 def _pyplot() -> Any:
@@ -27,12 +28,6 @@ def _save(fig: Any, path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     _pyplot().close(fig)
     return path
-
-
-def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> list[bool]:
-    """Which points are non-dominated (no other point is at least as accurate and at most as costly, one strictly)."""
-    pts = list(zip(accuracy, cost, strict=True))
-    return [not any((a2 >= a and c2 <= c) and (a2 > a or c2 < c) for a2, c2 in pts) for a, c in pts]
 
 
 def best_so_far(results: Sequence[tuple[int, EvalResult]]) -> list[float]:

@@ -16,6 +16,7 @@ import torch
 from ..constraints import Constraints
 from ..errors import UserInputError
 from ..measure.latency import LatencyConfig
+from ..pruning.plan_cost import kept_channels
 
 if TYPE_CHECKING:
     from ..measure.lut import LatencyTable
@@ -32,8 +33,7 @@ def latency_floor(graph: PruningGraph, table: LatencyTable, *, max_ratio: float,
     """Predicted latency ratio (to dense) with every unit pruned at ``max_ratio``: the floor of any policy."""
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
     plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio), round_to)
-    kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
-    return float(table.predict_ratio(kept))
+    return float(table.predict_ratio(kept_channels(graph.units, plan)))
 
 
 def check_latency_floor(graph: PruningGraph, table: LatencyTable, *, constraints: Constraints, max_ratio: float,

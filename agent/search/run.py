@@ -52,6 +52,7 @@ def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_class
     import torch
 
     from ..pruning.coverage import build_graph, check_prunable
+    from ..pruning.plan_cost import predicted_flops_ratio, predicted_params_ratio
     from ..tasks.models import build_model
 
     graph = build_graph(build_model(model_spec, input_shape, num_classes), torch.zeros((1, *input_shape)),
@@ -61,8 +62,7 @@ def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_class
         return
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
     plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio))
-    flops = graph.predict_macs(plan) / graph.dense_macs
-    params = graph.predict_params(plan) / graph.dense_params
+    flops, params = predicted_flops_ratio(graph, plan), predicted_params_ratio(graph, plan)
     slack = 0.95  # predictions ignore pooling / activation costs; leave the exact check to the searchers
     issues = constraints.violations(flops_ratio=flops * slack, params_ratio=params * slack, latency_ratio=None,
                                     latency_ms=None, acc_drop=None)

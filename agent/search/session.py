@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch_pruning as tp
 
-from ..constraints import Constraints
+from ..constraints import LATENCY_MARGIN, Constraints, CostProbe
 from ..errors import UserInputError
 from ..evaluation import EvalResult, EvalSettings, PruningEngine, evaluate_policy, get_engine
 from ..evaluation.sensitivity import DEFAULT_SENSITIVITY_RATIOS, SensitivityProfile, analyse_sensitivity
@@ -30,16 +30,12 @@ from ..progress import phase_bar
 from ..tasks.task import Task
 from .results import ResultLog
 
-__all__ = ["SearchConfig", "SearchSession", "CostProbe", "BudgetExhausted", "TrialStopped"]
+__all__ = ["SearchConfig", "SearchSession", "CostProbe", "BudgetExhausted", "TrialStopped", "LATENCY_MARGIN"]
 
 
 def _cache_key(policy: Policy, overrides: Mapping[str, Any] | None) -> str:
     """Identical policies evaluated under identical settings share one result."""
     return policy.key() + (json.dumps(dict(overrides), sort_keys=True) if overrides else "")
-
-
-LATENCY_MARGIN = 0.03
-"""Searchers aim this fraction under a latency target (measurement noise must not flip the final check)."""
 
 
 class BudgetExhausted(Exception):
@@ -101,21 +97,6 @@ class SearchConfig:
 
 RAY_BACKEND_METHODS = ("optuna", "ray")
 """Searchers that can run their evaluations on Ray Tune (``--backend ray``)."""
-
-
-@dataclass(frozen=True)
-class CostProbe:
-    """Cost of a policy's model, measured without scoring accuracy."""
-
-    flops_ratio: float
-    """MACs relative to dense."""
-    params_ratio: float
-    """Parameters relative to dense."""
-    latency_ratio: float | None = None
-    """Measured latency relative to dense (when probed: the upper end of its interval, the figure targets are
-    checked against; predicted: the table's ratio)."""
-    latency_ms: float | None = None
-    """Measured (upper end) or predicted latency in ms."""
 
 
 class SearchSession:
@@ -294,11 +275,7 @@ class SearchSession:
     def predict(self, policy: Policy) -> CostProbe:
         """Predicted FLOPs / params ratios (and latency when a latency model is attached); no model is built."""
         engine = self.engine
-        plan = engine.plan(policy, self.settings)
-        g = engine.graph
-        latency = engine.predict_latency(engine.kept_channels(plan), self.settings)
-        lat_ms, lat_ratio = latency if latency is not None else (None, None)
-        return CostProbe(g.predict_macs(plan) / g.dense_macs, g.predict_params(plan) / g.dense_params, lat_ratio, lat_ms)
+        return engine.predict(engine.plan(policy, self.settings), self.settings)
 
     def probe(self, policy: Policy, *, latency: bool | None = None) -> CostProbe:
         """Exact FLOPs / params of the built model, plus its measured latency when asked.
@@ -324,16 +301,19 @@ class SearchSession:
     def meets_cost(self, cost: CostProbe, *, margin: float = LATENCY_MARGIN) -> bool:
         """Whether a cost probe satisfies the FLOPs / params / latency targets (accuracy not considered).
 
-        Latency is held to ``1 - margin`` of its target: searchers steer by one measurement (or a prediction),
-        while the result must still meet the target when it is measured again.
+        :meth:`Constraints.meets_cost` with latency held to ``1 - margin`` of its target: searchers steer by one
+        measurement (or a prediction), while the result must still meet the target when it is measured again.
         """
-        assert 0.0 <= margin < 1.0, margin
-        c = self.constraints
-        shrink = 1.0 - margin
-        return not c.violations(
-            flops_ratio=cost.flops_ratio, params_ratio=cost.params_ratio,
-            latency_ratio=None if cost.latency_ratio is None else cost.latency_ratio / shrink,
-            latency_ms=None if cost.latency_ms is None else cost.latency_ms / shrink, acc_drop=None)
+        return self.constraints.meets_cost(cost, latency_margin=margin)
+
+    def overage(self, cost: CostProbe, *, latency_margin: float = 0.0) -> float:
+        """:meth:`Constraints.overage` of ``cost``: at most 1 within budget.
+
+        A cost without a latency figure is read against the latency target as a ratio of the dense latency
+        measured now.
+        """
+        dense_ms = self.engine.dense(self.settings).latency_ms if self.constraints.latency_target is not None else None
+        return self.constraints.overage(cost, latency_margin=latency_margin, dense_latency_ms=dense_ms)
 
     def sensitivity(self) -> SensitivityProfile:
         """The task's sensitivity profile (measured once, cached on disk)."""

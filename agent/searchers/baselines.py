@@ -9,11 +9,11 @@ import numpy as np
 import torch
 import torch_pruning as tp
 
-from ..constraints import Constraints
+from ..constraints import LATENCY_MARGIN, Constraints, CostProbe
 from ..errors import UserInputError, user_error
 from ..policy import Policy
 from ..pruning.dependency import barrier_aware
-from ..search.session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession
+from ..search.session import BudgetExhausted, SearchConfig, SearchSession
 from .base import Searcher
 
 __all__ = ["UniformSearcher", "GlobalSearcher", "GreedySearcher", "global_pruning_ratios", "uniform_policy",
@@ -187,20 +187,6 @@ class GreedySearcher(Searcher):
     def __init__(self, step: float = 0.05) -> None:
         self.step = step
 
-    def _cost(self, session: SearchSession, probe: CostProbe) -> float:
-        c = session.constraints
-        terms = []
-        if c.flops_target is not None or not c.has_cost_target:
-            terms.append(probe.flops_ratio / (c.flops_target or 1.0))
-        if c.params_target is not None:
-            terms.append(probe.params_ratio / c.params_target)
-        if c.latency_target is not None:
-            lat = probe.latency_ratio if probe.latency_ratio is not None else probe.flops_ratio
-            target = c.latency_target.value if c.latency_target.unit == "ratio" else \
-                c.latency_target.as_ratio(session.engine.dense(session.settings).latency_ms or 1.0)
-            terms.append(lat / target)
-        return max(terms)
-
     def _next_step(self, session: SearchSession, ratios: dict[str, float], unit: str,
                    current: float) -> tuple[float, float] | None:
         """The next ratio of ``unit`` (in ``step`` increments) that lowers the predicted cost, and that cost.
@@ -213,7 +199,7 @@ class GreedySearcher(Searcher):
         while r + 1e-9 < hi:
             r = min(hi, r + self.step)
             trial = {**ratios, unit: r}
-            cost = self._cost(session, session.predict(session.make_policy(trial)))
+            cost = session.overage(session.predict(session.make_policy(trial)))
             if current - cost > 1e-9:
                 return r, cost
         return None
@@ -234,7 +220,7 @@ class GreedySearcher(Searcher):
         hi = session.config.max_ratio
         ratios = dict(start) if start is not None else dict.fromkeys(units, session.config.min_ratio)
         checkpoints: list[dict[str, float]] = []
-        current = self._cost(session, session.predict(session.make_policy(ratios)))
+        current = session.overage(session.predict(session.make_policy(ratios)))
         while True:
             meets = session.meets_cost(session.predict(session.make_policy(ratios)), margin=margin)
             if session.constraints.has_cost_target and meets and len(checkpoints) >= min_steps:

@@ -1,55 +1,25 @@
-"""Cost-side helpers of the Optuna searchers: constraint values told to Optuna and fitting a policy onto the budget.
+"""Fitting a policy onto the cost budget (the Optuna searchers' ``--budget-fit``).
 
-Both read the session's constraints and cost predictions; neither evaluates accuracy.
+It reads the session's constraints and cost predictions through the one cost calculus
+(:meth:`agent.constraints.Constraints.overage`); it evaluates no accuracy.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Mapping
 
-from ..constraints import Constraints
+from ..constraints import LATENCY_MARGIN, Constraints, CostProbe
 from ..policy import Policy
-from ..search.session import LATENCY_MARGIN, CostProbe, SearchSession
+from ..search.session import SearchSession
 
-__all__ = ["constraint_values", "fit_to_budget"]
-
-def constraint_values(constraints: Constraints, *, flops_ratio: float, params_ratio: float,
-                      latency_ratio: float | None, latency_ms: float | None,
-                      acc_drop: float | None) -> dict[str, float]:
-    """Optuna constraint values (feasible when all are <= 0), consistent with ``Constraints.violations``.
-
-    Latency is held ``LATENCY_MARGIN`` under its target (like every searcher's steering): one timing round is
-    noisy, and candidates right at the edge tend to fail the final re-measurement.
-    """
-    c, eps, out = constraints, 1e-9, {}
-    lat_target = 1.0 - LATENCY_MARGIN
-    if c.max_acc_drop is not None and acc_drop is not None:
-        out["acc_drop"] = (acc_drop - c.max_acc_drop - eps) / 100.0
-    if c.flops_target is not None:
-        out["flops"] = flops_ratio - c.flops_target - eps
-    if c.params_target is not None:
-        out["params"] = params_ratio - c.params_target - eps
-    lt = c.latency_target
-    if lt is not None and lt.unit == "ratio" and latency_ratio is not None:
-        out["latency"] = latency_ratio - lt.value * lat_target - eps
-    if lt is not None and lt.unit == "ms" and latency_ms is not None:
-        out["latency"] = (latency_ms - lt.value * lat_target - eps) / lt.value
-    return out
+__all__ = ["fit_to_budget"]
 
 
-def _over_budget(session: SearchSession, cost: CostProbe, scale: float = 1.0) -> float:
-    """Largest ``predicted / target`` over the FLOPs, params and (predicted) latency targets; 0 without any."""
-    c, terms = session.constraints, [0.0]
-    if c.flops_target is not None:
-        terms.append(cost.flops_ratio * scale / c.flops_target)
-    if c.params_target is not None:
-        terms.append(cost.params_ratio * scale / c.params_target)
-    lt = c.latency_target
-    if lt is not None and cost.latency_ms is not None:
-        target = lt.value * (1.0 - LATENCY_MARGIN)
-        terms.append((cost.latency_ratio or math.inf) / target if lt.unit == "ratio" else cost.latency_ms / target)
-    return max(terms)
+def _over_budget(constraints: Constraints, cost: CostProbe, scale: float = 1.0) -> float:
+    """:meth:`Constraints.overage` of a predicted cost whose FLOPs / params are corrected by ``scale``."""
+    scaled = CostProbe(cost.flops_ratio * scale, cost.params_ratio * scale, cost.latency_ratio, cost.latency_ms)
+    return constraints.overage(scaled, latency_margin=LATENCY_MARGIN)
 
 
 def fit_to_budget(session: SearchSession, policy: Policy, bounds: Mapping[str, tuple[float, float]], *,
@@ -66,6 +36,8 @@ def fit_to_budget(session: SearchSession, policy: Policy, bounds: Mapping[str, t
     if c.flops_target is None and c.params_target is None and not latency_predicted:
         return policy
     keep = {u: 1.0 - policy.ratio(u) for u in bounds}
+    # a latency target is fitted only where it is predicted (no latency model: the FLOPs / params targets alone)
+    fitted_to = c if latency_predicted else dataclasses.replace(c, latency_target=None)
 
     def at(lam: float) -> Policy:
         return Policy({u: min(hi, max(lo, 1.0 - keep[u] * lam)) for u, (lo, hi) in bounds.items()},
@@ -74,15 +46,15 @@ def fit_to_budget(session: SearchSession, policy: Policy, bounds: Mapping[str, t
     top = max((1.0 - lo) / keep[u] for u, (lo, _) in bounds.items())
     scale = 1.0
     for _ in range(3):
-        if _over_budget(session, session.predict(at(top)), scale) <= 1.0:
+        if _over_budget(fitted_to, session.predict(at(top)), scale) <= 1.0:
             fitted = at(top)
-        elif _over_budget(session, session.predict(at(0.0)), scale) > 1.0:
+        elif _over_budget(fitted_to, session.predict(at(0.0)), scale) > 1.0:
             return policy
         else:
             lo_l, hi_l = 0.0, top
             for _ in range(iters):
                 mid = (lo_l + hi_l) / 2
-                lo_l, hi_l = (mid, hi_l) if _over_budget(session, session.predict(at(mid)), scale) <= 1.0 else (lo_l, mid)
+                lo_l, hi_l = (mid, hi_l) if _over_budget(fitted_to, session.predict(at(mid)), scale) <= 1.0 else (lo_l, mid)
             fitted = at(lo_l)
         if c.flops_target is None and c.params_target is None:
             return fitted

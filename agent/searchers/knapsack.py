@@ -22,9 +22,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..constraints import LATENCY_MARGIN, CostProbe
 from ..errors import UserInputError
 from ..policy import Policy
-from ..search.session import LATENCY_MARGIN, BudgetExhausted, CostProbe, SearchConfig, SearchSession
+from ..search.session import BudgetExhausted, SearchConfig, SearchSession
 from .base import Searcher
 
 __all__ = ["KnapsackSearcher", "knapsack_policy", "knapsack_warm_start", "summed_importance", "MAX_OPTIONS"]
@@ -90,21 +91,9 @@ class _Problem:
         """Max over the cost targets of predicted cost / target (latency aimed ``margin`` under its target)."""
         key = tuple(kept[u] for u in self.units)
         if key not in self._memo:
-            self._memo[key] = self._normalised(self.session.predict(self.policy(kept)))
+            probe = self.session.predict(self.policy(kept))
+            self._memo[key] = self.session.overage(probe, latency_margin=self.margin) / self.budget_scale
         return self._memo[key]
-
-    def _normalised(self, probe: CostProbe) -> float:
-        c, s = self.session.constraints, self.session
-        terms = []
-        if c.flops_target is not None:
-            terms.append(probe.flops_ratio / c.flops_target)
-        if c.params_target is not None:
-            terms.append(probe.params_ratio / c.params_target)
-        if c.latency_target is not None:
-            lat = probe.latency_ratio if probe.latency_ratio is not None else probe.flops_ratio
-            target = c.latency_target.as_ratio(s.engine.dense(s.settings).latency_ms or 1.0)
-            terms.append(lat / (target * (1.0 - self.margin)))
-        return max(terms) / self.budget_scale
 
     def value(self, kept: Mapping[str, int]) -> float:
         return float(sum(self.values[u][k] for u, k in kept.items()))

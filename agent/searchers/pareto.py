@@ -13,7 +13,7 @@ from ..constraints import Constraints
 from ..evaluation import EvalResult
 from ..storage import atomic_write_bytes, atomic_write_text
 
-__all__ = ["COST_OF", "pareto_front", "write_pareto"]
+__all__ = ["COST_OF", "pareto_mask", "pareto_front", "write_pareto"]
 
 COST_OF: dict[str, Callable[[EvalResult], float | None]] = {
     "latency": lambda r: r.latency_ratio,
@@ -28,6 +28,19 @@ PARETO_COLUMNS = ["trial", "accuracy", "acc_drop", "cost", "flops_ratio", "param
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> list[bool]:
+    """Which points are non-dominated: the one dominance rule (accuracy up, cost down).
+
+    A point is dominated when another is at least as accurate and at most as costly, and strictly better in one.
+
+    Example:
+        >>> pareto_mask([90.0, 91.0, 89.0], [0.5, 0.6, 0.6])
+        [True, True, False]
+    """
+    pts = list(zip(accuracy, cost, strict=True))
+    return [not any((a2 >= a and c2 <= c) and (a2 > a or c2 < c) for a2, c2 in pts) for a, c in pts]
 
 
 def pareto_front(history: Sequence[tuple[int, EvalResult]], *, objective: str) -> list[tuple[int, EvalResult]]:
@@ -46,11 +59,8 @@ def pareto_front(history: Sequence[tuple[int, EvalResult]], *, objective: str) -
             seen.add(r.policy.key())
             points.append((trial, r, float(c)))  # type: ignore[arg-type]
 
-    def dominated(a: tuple[int, EvalResult, float]) -> bool:
-        return any(b[1].accuracy >= a[1].accuracy and b[2] <= a[2] and (b[1].accuracy > a[1].accuracy or b[2] < a[2])
-                   for b in points)
-
-    front = [p for p in points if not dominated(p)]
+    keep = pareto_mask([r.accuracy for _, r, _ in points], [c for _, _, c in points])
+    front = [p for p, k in zip(points, keep, strict=True) if k]
     return [(t, r) for t, r, _ in sorted(front, key=lambda p: (p[2], -p[1].accuracy))]
 
 

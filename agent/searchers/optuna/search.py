@@ -17,15 +17,15 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...constraints import Constraints
+from ...constraints import Constraints, CostProbe
 from ...errors import user_error
 from ...evaluation import EvalResult, EvalSettings
 from ...policy import Policy
-from ...pruning.importance import normalized
-from ...search.session import BudgetExhausted, CostProbe, SearchConfig, SearchSession, TrialStopped
+from ...pruning.thresholds import ratio_to_threshold
+from ...search.session import BudgetExhausted, SearchConfig, SearchSession, TrialStopped
 from ..base import Searcher
 from ..baselines import greedy_policy, uniform_policy
-from ..budget_fit import constraint_values, fit_to_budget
+from ..budget_fit import fit_to_budget
 from ..pareto import COST_OF, pareto_front, write_pareto
 from .study import (
     OWNER_ATTR,
@@ -46,7 +46,7 @@ from .study import (
 if TYPE_CHECKING:
     from search_spaces import BoundSpace
 
-__all__ = ["OptunaSearcher", "NSGA2Searcher", "constraint_values", "fit_to_budget"]
+__all__ = ["OptunaSearcher", "NSGA2Searcher", "fit_to_budget"]
 
 
 class OptunaSearcher(Searcher):
@@ -293,19 +293,7 @@ class OptunaSearcher(Searcher):
 
     @staticmethod
     def _precheck(session: SearchSession, pred: CostProbe, margin: float) -> str:
-        c, issues = session.constraints, []
-        if c.flops_target is not None and pred.flops_ratio > c.flops_target * (1 + margin):
-            issues.append(f"predicted FLOPs {pred.flops_ratio:.3f} > target {c.flops_target:.3f} by over {margin:.0%}")
-        if c.params_target is not None and pred.params_ratio > c.params_target * (1 + margin):
-            issues.append(f"predicted params {pred.params_ratio:.3f} > target {c.params_target:.3f} by over "
-                          f"{margin:.0%}")
-        lt = c.latency_target
-        if lt is not None and pred.latency_ms is not None:
-            value = pred.latency_ratio if lt.unit == "ratio" else pred.latency_ms
-            if value is not None and value > lt.value * (1 + margin):
-                issues.append(f"predicted latency {value:.3f}{'x' if lt.unit == 'ratio' else 'ms'} > target "
-                              f"{lt.text()} by over {margin:.0%}")
-        return "; ".join(issues)
+        return "; ".join(f"predicted {issue}" for issue in session.constraints.far_over(pred, margin=margin))
 
     def _tell(self, session: SearchSession, study: Any, trial: Any, result: EvalResult,
               objective: str | None) -> float | list[float]:
@@ -326,15 +314,15 @@ class OptunaSearcher(Searcher):
             raise optuna.TrialPruned(result.reason)
         if result.status == "rejected":  # told as infeasible, with the predicted costs
             pred = session.predict(result.policy)
-            cons = constraint_values(session.constraints, flops_ratio=pred.flops_ratio,
-                                     params_ratio=pred.params_ratio, latency_ratio=pred.latency_ratio,
-                                     latency_ms=pred.latency_ms, acc_drop=None)
+            cons = session.constraints.constraint_values(
+                flops_ratio=pred.flops_ratio, params_ratio=pred.params_ratio, latency_ratio=pred.latency_ratio,
+                latency_ms=pred.latency_ms, acc_drop=None)
             cost = pred.latency_ratio if objective == "latency" and pred.latency_ratio else pred.flops_ratio
             values = [0.0, cost]
         else:
-            cons = constraint_values(session.constraints, flops_ratio=result.flops_ratio,
-                                     params_ratio=result.params_ratio, latency_ratio=result.latency_bound[0],
-                                     latency_ms=result.latency_bound[1], acc_drop=result.acc_drop)
+            cons = session.constraints.constraint_values(
+                flops_ratio=result.flops_ratio, params_ratio=result.params_ratio,
+                latency_ratio=result.latency_bound[0], latency_ms=result.latency_bound[1], acc_drop=result.acc_drop)
             values = [result.accuracy, COST_OF[objective](result) if objective else 0.0]
             for key in ("flops_ratio", "params_ratio", "latency_ratio", "acc_drop"):
                 value = getattr(result, key)
@@ -369,11 +357,9 @@ class _ThresholdCodec:
                                              max_ratio=s.config.max_ratio)
 
     def to_threshold(self, unit: str, ratio: float) -> float:
-        """The threshold removing ``ratio`` of ``unit``'s channels (midway between neighbouring scores)."""
+        """The threshold removing ``ratio`` of ``unit``'s channels (:func:`~agent.pruning.thresholds.ratio_to_threshold`)."""
         s = self.session
-        scores = normalized(s.engine.importance(s.config.importance, s.settings)[unit]).sort().values
-        k = round(ratio * len(scores))
-        return 0.0 if k <= 0 else 1.0 if k >= len(scores) else float(scores[k - 1] + scores[k]) / 2
+        return ratio_to_threshold(s.engine.importance(s.config.importance, s.settings)[unit], ratio)
 
 
 def _suggest(trial: Any, space: BoundSpace) -> dict[str, Any]:
