@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import user_error
 from ..policy import DEFAULT_MAX_RATIO
+from ..searchers.registry import option_classes
 from .common import (
     DATASET_HELP,
     DEVICE_HELP,
@@ -184,7 +185,8 @@ def _search(args: argparse.Namespace) -> int:
         trials = args.episodes if (args.method == "rl" and getattr(args, "episodes", None)) else 40
     config = SearchConfig(method=args.method, trials=trials, seed=args.seed, importance=args.importance,
                           max_ratio=args.max_ratio, min_ratio=args.min_ratio, round_to=_round_to(args, constraints),
-                          time_budget_s=args.time_budget, options=method_options(args))
+                          time_budget_s=args.time_budget,
+                          options=options_from_args(args, option_classes(), shared=("search_space",)))
     searcher_cls.check(config=config, settings=settings, constraints=constraints)
     final = FinalTuneConfig(epochs=args.final_epochs, lr=args.final_lr, kd_alpha=args.kd_alpha,
                             kd_temperature=args.kd_temperature, iterative_steps=args.iterative_steps,
@@ -240,13 +242,6 @@ def _round_to(args: argparse.Namespace, constraints: object) -> int | None:
     return None
 
 
-def method_options(args: argparse.Namespace) -> dict[str, object]:
-    """``SearchConfig.options``: the given flags of every registered options class (and ``--search-space``)."""
-    from ..searchers.registry import option_classes
-
-    return options_from_args(args, option_classes(), shared=("search_space",))
-
-
 def _load_space(text: str) -> str:
     from search_spaces import load_space
 
@@ -285,8 +280,6 @@ def _register_search(sub: SubParsers) -> None:
     f.add_argument("--iterative-steps", type=int, default=1, help="reach the policy in K pruning steps (1 = one-shot)")
     f.add_argument("--schedule", default="poly", help="iterative sparsity schedule: linear or poly (TF-MOT)")
     f.add_argument("--schedule-power", type=float, default=3.0, help="exponent of the poly schedule")
-    from ..searchers.registry import option_classes
-
     for cls in option_classes():  # one flag group per method's options dataclass
         add_options(p, cls)
     p.set_defaults(func=_search)
