@@ -6,6 +6,7 @@ neither gymnasium nor torch.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from .options import RL_ALGOS, RLConfig
@@ -14,9 +15,7 @@ __all__ = ["RLConfig", "RLSearcher", "RL_ALGOS"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import the searcher module's public names on first access."""
-    from . import search
-
-    if name in search.__all__:
-        return getattr(search, name)
-    raise AttributeError(f"module 'agent.searchers.rl' has no attribute {name!r}")
+    """Import :class:`RLSearcher` (and gymnasium, torch behind it) on first access."""
+    if name == "RLSearcher":
+        return importlib.import_module(f"{__name__}.search").RLSearcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
