@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 import pytest
 
-from agent.cli.main import main
+from agent.cli import main
 from agent.cli.options import add_options, options_from_args
 from agent.errors import user_error
 from agent.searchers import registry
