@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.constraints import Constraints, LatencyTarget
-from agent.evaluation import EvalSettings
+from agent.evaluation import EvalSettings, Status
 from agent.measure import LatencyConfig
 from agent.search.results import ResultLog
 from agent.search.run import FinalTuneConfig, run_search
@@ -42,7 +42,7 @@ METHODS = {
 
 def _cost_to_best(rows: list[dict[str, str]], tolerance: float = 0.5) -> tuple[int, float]:
     """Evaluations and seconds until the best feasible accuracy is within ``tolerance`` points of the final best."""
-    feas = [(i, float(r["accuracy"])) for i, r in enumerate(rows) if r["status"] == "ok" and r["feasible"] == "True"]
+    feas = [(i, float(r["accuracy"])) for i, r in enumerate(rows) if r["status"] == Status.OK and r["feasible"] == "True"]
     if not feas:
         return -1, float("nan")
     final = max(a for _, a in feas)

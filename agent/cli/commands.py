@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import user_error
 from ..policy import DEFAULT_MAX_RATIO
+from ..searchers.registry import option_classes
 from .common import (
     DATASET_HELP,
     DEVICE_HELP,
@@ -28,8 +29,7 @@ from .common import (
 )
 from .deploy import DEPLOY_COMMANDS
 from .display import SENSITIVITY_HEADER, print_search_summary, print_table, sensitivity_rows
-from .optuna_args import add_optuna_args, add_search_space_arg
-from .rl_args import add_rl_args
+from .options import add_options, checked, options_from_args
 
 __all__ = ["REGISTRY"]
 
@@ -185,7 +185,8 @@ def _search(args: argparse.Namespace) -> int:
         trials = args.episodes if (args.method == "rl" and getattr(args, "episodes", None)) else 40
     config = SearchConfig(method=args.method, trials=trials, seed=args.seed, importance=args.importance,
                           max_ratio=args.max_ratio, min_ratio=args.min_ratio, round_to=_round_to(args, constraints),
-                          time_budget_s=args.time_budget, options=_method_options(args))
+                          time_budget_s=args.time_budget,
+                          options=options_from_args(args, option_classes(), shared=("search_space",)))
     searcher_cls.check(config=config, settings=settings, constraints=constraints)
     final = FinalTuneConfig(epochs=args.final_epochs, lr=args.final_lr, kd_alpha=args.kd_alpha,
                             kd_temperature=args.kd_temperature, iterative_steps=args.iterative_steps,
@@ -241,11 +242,11 @@ def _round_to(args: argparse.Namespace, constraints: object) -> int | None:
     return None
 
 
-def _method_options(args: argparse.Namespace) -> dict[str, object]:
-    keys = ("sampler", "storage", "study_name", "rl_algo", "episodes", "warm_start", "objective", "pruner",
-            "concurrency", "cpus_per_trial", "gpus_per_trial", "address", "backend", "action_mode", "reward",
-            "search_alg", "max_failures", "search_space", "budget_fit", "heartbeat")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+def _load_space(text: str) -> str:
+    from search_spaces import load_space
+
+    load_space(text)
+    return text
 
 
 def _register_search(sub: SubParsers) -> None:
@@ -267,7 +268,8 @@ def _register_search(sub: SubParsers) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")
     g.add_argument("--no-latency-model", action="store_true",
                    help="skip the per-device latency table (no latency predictions; every check is measured)")
-    add_search_space_arg(g)
+    g.add_argument("--search-space", dest="search_space", default=None, type=checked(_load_space),
+                   help="policy search space: a preset (layerwise, grouped, threshold) or a .yaml/.json file")
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     f = p.add_argument_group("final fine-tune")
@@ -278,27 +280,10 @@ def _register_search(sub: SubParsers) -> None:
     f.add_argument("--iterative-steps", type=int, default=1, help="reach the policy in K pruning steps (1 = one-shot)")
     f.add_argument("--schedule", default="poly", help="iterative sparsity schedule: linear or poly (TF-MOT)")
     f.add_argument("--schedule-power", type=float, default=3.0, help="exponent of the poly schedule")
-    for register in METHOD_ARGS:
-        register(p)
+    for cls in option_classes():  # one flag group per method's options dataclass
+        add_options(p, cls)
     p.set_defaults(func=_search)
 
-
-def _ray_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("ray tune (--method ray, or --method optuna --backend ray)")
-    g.add_argument("--concurrency", type=int, default=None, help="trials at once (default 2)")
-    g.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
-    g.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed (default 0)")
-    g.add_argument("--address", default=None, help="join an existing Ray cluster: auto or HOST:PORT (default: a "
-                   "private local Ray on 127.0.0.1)")
-    g.add_argument("--backend", default=None, help="local (default) or ray: run --method optuna's trials on Ray Tune "
-                   "(OptunaSearch with --sampler, --concurrency trials at once)")
-    g.add_argument("--ray-search", dest="search_alg", default=None, help="optuna (default) or random")
-    g.add_argument("--max-failures", type=int, default=None, help="retries of a crashed trial (default 2)")
-
-
-METHOD_ARGS: list[Callable[[argparse.ArgumentParser], None]] = [_ray_args, add_optuna_args]
-"""Hooks adding method-specific search options (Optuna, RL, Ray register here)."""
-METHOD_ARGS.append(add_rl_args)
 
 REGISTRY: list[Callable[[SubParsers], None]] = [_register_train, _register_sensitivity, _register_evaluate,
                                                 _register_search, *DEPLOY_COMMANDS]

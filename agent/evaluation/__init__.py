@@ -6,6 +6,7 @@
 
 from .core import evaluate_policy
 from .engine import PruningEngine, get_engine
-from .records import DenseMetrics, EvalResult, EvalSettings
+from .records import DenseMetrics, EvalResult, EvalSettings, Status
 
-__all__ = ["DenseMetrics", "EvalResult", "EvalSettings", "PruningEngine", "evaluate_policy", "get_engine"]
+__all__ = ["DenseMetrics", "EvalResult", "EvalSettings", "PruningEngine", "Status", "evaluate_policy",
+           "get_engine"]

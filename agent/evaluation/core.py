@@ -22,7 +22,7 @@ from ..policy import Policy
 from ..tasks.task import Task
 from ..tasks.training import TrainConfig, accuracy, recalibrate_batchnorm, train_steps
 from .engine import get_engine, model_mb
-from .records import EvalResult, EvalSettings
+from .records import EvalResult, EvalSettings, Status
 
 __all__ = ["evaluate_policy"]
 
@@ -127,7 +127,7 @@ def evaluate_policy(
     result.times = times
 
     if not math.isfinite(result.accuracy):
-        result.status, result.reason = "failed", "accuracy is not finite"
+        result.status, result.reason = Status.FAILED, "accuracy is not finite"
     else:
         issues = constraints.check_result(result)
         result.feasible, result.reason = not issues, "; ".join(issues)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 
 from ..constraints import CostProbe
 from ..measure.latency import measure_latency, resolve_device
+from ..measure.model import LatencyModel
 from ..policy import Policy
 from ..pruning.coverage import build_graph
 from ..pruning.importance import compute_importance
@@ -21,6 +22,9 @@ from ..pruning.thresholds import threshold_to_ratio
 from ..tasks.task import Task
 from ..tasks.training import accuracy
 from .records import DenseMetrics, EvalSettings
+
+if TYPE_CHECKING:
+    from ..measure.lut import LatencyTable
 
 __all__ = ["PruningEngine", "get_engine", "model_mb"]
 
@@ -42,8 +46,8 @@ class PruningEngine:
         self._importance: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
         self._dense: dict[tuple[Any, ...], DenseMetrics] = {}
         self._lock = threading.RLock()
-        self.latency_model: Any = None
-        """Optional per-device latency model (``agent.measure.lut.LatencyTable``) used for predictions."""
+        self.latency_model: LatencyModel | None = None
+        """Optional per-device latency model (an ``agent.measure.lut.LatencyTable``) used for predictions."""
 
     @property
     def units(self) -> list:
@@ -108,7 +112,7 @@ class PruningEngine:
         return ratio * (dense_ms or float(table.predict({}))), ratio
 
     def attach_latency_model(self, settings: EvalSettings, *, round_to: int | None = None, cache: bool = True,
-                             progress: Callable[[int, int], None] | None = None) -> Any:
+                             progress: Callable[[int, int], None] | None = None) -> LatencyTable:
         """Build (or load from cache) the per-device latency table for ``settings.latency``.
 
         From then on it serves every prediction: ``latency_pred_ms`` in results, budget walls and
@@ -117,10 +121,10 @@ class PruningEngine:
         from ..measure.lut import build_latency_table
 
         with self._lock:
-            self.latency_model = build_latency_table(self.graph, input_shape=self.task.input_shape,
-                                                     config=settings.latency, round_to=round_to, cache=cache,
-                                                     progress=progress)
-            return self.latency_model
+            table = build_latency_table(self.graph, input_shape=self.task.input_shape, config=settings.latency,
+                                        round_to=round_to, cache=cache, progress=progress)
+            self.latency_model = table
+            return table
 
     def dense(self, settings: EvalSettings) -> DenseMetrics:
         """Dense metrics under ``settings`` (measured once per split / subset / latency setting)."""

@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..measure.latency import LatencyConfig
 from ..policy import Policy
 
-__all__ = ["DenseMetrics", "EvalResult", "EvalSettings"]
+__all__ = ["DenseMetrics", "EvalResult", "EvalSettings", "Status"]
+
+
+class Status(enum.StrEnum):
+    """Every state an evaluation can end in (the ``status`` column of ``results.csv``).
+
+    A ``str`` enum: a member equals, prints and serialises as its value (``Status.OK == "ok"``,
+    ``f"{Status.OK}" == "ok"``, ``json.dumps(Status.OK) == '"ok"'``), so logs and JSON keep the same text.
+
+    Example:
+        >>> Status("pruned") is Status.PRUNED, f"{Status.OK}"
+        (True, 'ok')
+    """
+
+    OK = "ok"
+    """The evaluation ran to the end (it may still be infeasible)."""
+    FAILED = "failed"
+    """An exception, a NaN loss or out-of-memory inside the evaluation."""
+    REJECTED = "rejected"
+    """Skipped before evaluation (e.g. predicted far over a cost target)."""
+    PRUNED = "pruned"
+    """Stopped early during its short fine-tune (an Optuna pruner or Ray's ASHA)."""
 
 
 @dataclass(frozen=True)
@@ -77,9 +99,8 @@ class EvalResult:
 
     policy: Policy
     """The evaluated policy."""
-    status: Literal["ok", "failed", "rejected"] = "ok"
-    """``ok``; ``failed`` (an exception, NaN loss, OOM); ``rejected`` (skipped before evaluation, e.g. predicted
-    far over the latency budget)."""
+    status: Status = Status.OK
+    """How the evaluation ended (a plain string such as ``"failed"`` is converted to its :class:`Status`)."""
     accuracy: float = float("nan")
     """Top-1 accuracy in percent on the scored split."""
     dense_accuracy: float = float("nan")
@@ -130,11 +151,14 @@ class EvalResult:
     """``EvalSettings`` fields this candidate was evaluated with instead of the search's own (e.g. a searched
     ``finetune_steps``); empty for almost every result."""
 
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
     def to_dict(self) -> dict[str, Any]:
         """The metrics as a JSON-ready dict (``best_policy.json``, ``summary.json``, ``evaluate``)."""
         r = self
         return {
-            "status": r.status, "accuracy": r.accuracy, "dense_accuracy": r.dense_accuracy, "acc_drop": r.acc_drop,
+            "status": r.status.value, "accuracy": r.accuracy, "dense_accuracy": r.dense_accuracy, "acc_drop": r.acc_drop,
             "flops_ratio": r.flops_ratio, "params_ratio": r.params_ratio, "macs": r.macs, "params": r.params,
             "latency_ms": r.latency_ms, "latency_ratio": r.latency_ratio, "latency_pred_ms": r.latency_pred_ms,
             "latency_ratio_lo": r.latency_ratio_lo, "latency_ratio_hi": r.latency_ratio_hi,
@@ -152,7 +176,7 @@ class EvalResult:
     @property
     def ok(self) -> bool:
         """True when the evaluation ran to the end."""
-        return self.status == "ok"
+        return self.status is Status.OK
 
     @property
     def latency_bound(self) -> tuple[float | None, float | None]:

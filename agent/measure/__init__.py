@@ -1,4 +1,7 @@
-"""Measurement: latency on a device (and, in :mod:`.lut`, the per-device latency model; threads in :mod:`.threads`)."""
+"""Measurement: latency on a device; the per-device latency model (:mod:`.lut`) and its protocol (:mod:`.model`).
+
+Threads are chosen in :mod:`.threads`.
+"""
 
 from .latency import (
     LatencyConfig,
@@ -10,6 +13,7 @@ from .latency import (
     ratio_interval,
     resolve_device,
 )
+from .model import LatencyModel
 
-__all__ = ["LatencyConfig", "LatencyStats", "NoisyMeasurementWarning", "PairedLatency", "measure_latency",
+__all__ = ["LatencyConfig", "LatencyModel", "LatencyStats", "NoisyMeasurementWarning", "PairedLatency", "measure_latency",
            "measure_latency_ratio", "ratio_interval", "resolve_device"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..evaluation import Status
 from ..evaluation.sensitivity import plot_sensitivity
 from ..searchers.pareto import pareto_mask
 from ..storage import atomic_write_text
@@ -186,7 +187,7 @@ class _Builder:
             (r.dense_accuracy for _, r in res if math.isfinite(r.dense_accuracy)), None)
         self.image(plot_progress(res, self.plot_path("progress.png"), dense_accuracy=dense_acc),
                    "Best feasible accuracy against evaluations")
-        status: dict[str, int] = {}
+        status: dict[Status, int] = {}
         for _, r in res:
             status[r.status] = status.get(r.status, 0) + 1
         self.doc.add(Paragraph(f"{len(res)} evaluations: " + ", ".join(f"{v} {k}" for k, v in sorted(status.items()))

@@ -19,7 +19,7 @@ from ..measure.latency import LatencyConfig
 from ..pruning.plan_cost import kept_channels
 
 if TYPE_CHECKING:
-    from ..measure.lut import LatencyTable
+    from ..measure.model import LatencyModel
     from ..pruning.graph import PruningGraph
 
 __all__ = ["FLOOR_SLACK", "latency_floor", "check_latency_floor", "precheck_latency_floor"]
@@ -29,14 +29,14 @@ FLOOR_SLACK = 0.9
 percent, so a target just under the floor is warned about, not refused."""
 
 
-def latency_floor(graph: PruningGraph, table: LatencyTable, *, max_ratio: float, round_to: int | None) -> float:
+def latency_floor(graph: PruningGraph, table: LatencyModel, *, max_ratio: float, round_to: int | None) -> float:
     """Predicted latency ratio (to dense) with every unit pruned at ``max_ratio``: the floor of any policy."""
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
     plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio), round_to)
     return float(table.predict_ratio(kept_channels(graph.units, plan)))
 
 
-def check_latency_floor(graph: PruningGraph, table: LatencyTable, *, constraints: Constraints, max_ratio: float,
+def check_latency_floor(graph: PruningGraph, table: LatencyModel, *, constraints: Constraints, max_ratio: float,
                         round_to: int | None, dense_ms: float | None = None) -> float | None:
     """Refuse a latency target under the model's floor; returns the floor ratio (None without a latency target).
 

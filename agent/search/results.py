@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..evaluation import EvalResult
+from ..evaluation import EvalResult, Status
 from ..policy import Policy
 
 __all__ = ["ResultLog", "RESULT_COLUMNS", "result_to_row", "row_to_result"]
@@ -42,7 +42,7 @@ def result_to_row(trial: int, method: str, result: EvalResult, note: str = "") -
     """One CSV row for ``result``."""
     p = result.policy
     return {
-        "trial": str(trial), "method": method, "status": result.status,
+        "trial": str(trial), "method": method, "status": result.status.value,
         "ratios": json.dumps({k: round(v, 6) for k, v in p.ratios.items()}, sort_keys=True),
         "importance": p.importance, "round_to": "" if p.round_to is None else str(p.round_to),
         "flops_ratio": _num(result.flops_ratio), "params_ratio": _num(result.params_ratio),
@@ -75,7 +75,7 @@ def row_to_result(row: dict[str, str]) -> EvalResult:
     """Inverse of :func:`result_to_row` (the policy and every metric)."""
     policy = Policy(json.loads(row["ratios"]), row["importance"], int(row["round_to"]) if row["round_to"] else None)
     return EvalResult(
-        policy, status=row["status"], accuracy=_f(row["accuracy"]), dense_accuracy=_f(row["dense_accuracy"]),
+        policy, status=Status(row["status"]), accuracy=_f(row["accuracy"]), dense_accuracy=_f(row["dense_accuracy"]),
         acc_drop=_f(row["acc_drop"]), macs=_f(row["macs"]), params=_f(row["params"]),
         flops_ratio=_f(row["flops_ratio"]), params_ratio=_f(row["params_ratio"]),
         latency_ms=_opt(row["latency_ms"]), latency_ratio=_opt(row["latency_ratio"]),

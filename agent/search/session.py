@@ -22,7 +22,7 @@ import torch_pruning as tp
 
 from ..constraints import LATENCY_MARGIN, Constraints, CostProbe
 from ..errors import UserInputError
-from ..evaluation import EvalResult, EvalSettings, PruningEngine, evaluate_policy, get_engine
+from ..evaluation import EvalResult, EvalSettings, PruningEngine, Status, evaluate_policy, get_engine
 from ..evaluation.sensitivity import DEFAULT_SENSITIVITY_RATIOS, SensitivityProfile, analyse_sensitivity
 from ..measure.latency import measure_latency_ratio
 from ..policy import DEFAULT_MAX_RATIO, Policy
@@ -127,7 +127,7 @@ class SearchSession:
         self.history: list[tuple[int, EvalResult]] = []
         for trial, result in log.results():
             self.history.append((trial, result))
-            if result.status in ("ok", "rejected"):
+            if result.status in (Status.OK, Status.REJECTED):
                 self._cache[_cache_key(result.policy, result.settings_overrides)] = result
         self.resumed = len(self.history)
         self._bar = None
@@ -212,7 +212,7 @@ class SearchSession:
         except UserInputError:
             raise
         except TrialStopped as exc:
-            result = EvalResult(policy, status="pruned", reason=f"stopped early: {exc}")
+            result = EvalResult(policy, status=Status.PRUNED, reason=f"stopped early: {exc}")
         except Exception as exc:  # noqa: BLE001 - any fault inside a trial is recorded, the search goes on
             result = self._failure(policy, exc)
         result.settings_overrides = overrides
@@ -227,7 +227,7 @@ class SearchSession:
                 torch.cuda.empty_cache()
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
-        return EvalResult(policy, status="failed", reason=(text + where)[:500])
+        return EvalResult(policy, status=Status.FAILED, reason=(text + where)[:500])
 
     def record(self, result: EvalResult, *, note: str = "", trial: int | None = None) -> int:
         """Log a result produced elsewhere (e.g. by a Ray worker); returns its trial number.
@@ -238,7 +238,7 @@ class SearchSession:
         trial = self.trials_done if trial is None else trial
         self.log.append(trial, self.config.method, result, note)
         self.history.append((trial, result))
-        if result.status in ("ok", "rejected"):
+        if result.status in (Status.OK, Status.REJECTED):
             self._cache[_cache_key(result.policy, result.settings_overrides)] = result
         if self._bar is not None:
             self._bar.update(1)
@@ -250,7 +250,7 @@ class SearchSession:
     def reject(self, policy: Policy, reason: str, *, note: str = "", latency_pred_ms: float | None = None,
                trial: int | None = None) -> EvalResult:
         """Log ``policy`` as rejected without evaluating it (e.g. predicted far over the latency budget)."""
-        result = EvalResult(policy, status="rejected", reason=reason, latency_pred_ms=latency_pred_ms)
+        result = EvalResult(policy, status=Status.REJECTED, reason=reason, latency_pred_ms=latency_pred_ms)
         self.record(result, note=note, trial=trial)
         return result
 
@@ -368,6 +368,6 @@ class SearchSession:
         """How many results of each status (and feasible)."""
         counts: dict[str, int] = {"total": len(self.history), "feasible": 0}
         for r in self.results():
-            counts[r.status] = counts.get(r.status, 0) + 1
+            counts[r.status.value] = counts.get(r.status.value, 0) + 1
             counts["feasible"] += int(r.ok and r.feasible)
         return counts

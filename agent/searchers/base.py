@@ -2,18 +2,18 @@
 
 A searcher proposes policies and reads :class:`~agent.evaluation.EvalResult` objects through a
 :class:`~agent.search.session.SearchSession`; it never touches model weights. Searchers are registered by name
-(the CLI's ``--method``); heavy ones (Optuna, RL, Ray) are imported only when chosen.
+(the CLI's ``--method``) in :mod:`.registry`, with each method's options class; heavy ones (Optuna, RL, Ray) are
+imported only when chosen.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import user_error
 from ..search.session import SearchConfig, SearchSession
+from .registry import SEARCHERS, get_searcher, searcher_names
 
 if TYPE_CHECKING:
     from ..constraints import Constraints
@@ -54,33 +54,3 @@ class Searcher(ABC):
             UserInputError: An option is invalid.
         """
         del config, settings, constraints, unit_names
-
-
-SEARCHERS: dict[str, str] = {
-    "uniform": "agent.searchers.baselines:UniformSearcher",
-    "global": "agent.searchers.baselines:GlobalSearcher",
-    "greedy": "agent.searchers.baselines:GreedySearcher",
-    "knapsack": "agent.searchers.knapsack:KnapsackSearcher",
-    "optuna": "agent.searchers.optuna.search:OptunaSearcher",
-    "nsga2": "agent.searchers.optuna.search:NSGA2Searcher",
-    "rl": "agent.searchers.rl:RLSearcher",
-    "ray": "agent.searchers.ray.tune:RaySearcher",
-}
-"""Registry: name -> ``module:Class`` (imported lazily)."""
-
-
-def searcher_names() -> list[str]:
-    """Registered searcher names."""
-    return list(SEARCHERS)
-
-
-def get_searcher(name: str) -> type[Searcher]:
-    """The searcher class registered as ``name``.
-
-    Raises:
-        UserInputError: Unknown name.
-    """
-    if name not in SEARCHERS:
-        raise user_error("unknown method", name, f"choose one of {', '.join(SEARCHERS)}")
-    module_name, _, cls_name = SEARCHERS[name].partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)

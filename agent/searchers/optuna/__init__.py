@@ -1,1 +1,4 @@
-"""Optuna searchers (``optuna`` and ``nsga2``): the objective in :mod:`.search`, the study in :mod:`.study`."""
+"""Optuna searchers (``optuna`` and ``nsga2``).
+
+The objective is in :mod:`.search`; study, sampler and storage in :mod:`.study`; the options in :mod:`.options`.
+"""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...constraints import Constraints, CostProbe
 from ...errors import user_error
-from ...evaluation import EvalResult, EvalSettings
+from ...evaluation import EvalResult, EvalSettings, Status
 from ...policy import Policy
 from ...pruning.thresholds import ratio_to_threshold
 from ...search.session import BudgetExhausted, SearchConfig, SearchSession, TrialStopped
@@ -272,7 +272,7 @@ class OptunaSearcher(Searcher):
                 if logged.policy.key() == policy.key() and logged.settings_overrides == overrides:
                     return logged
         earlier = session.lookup(policy)
-        if earlier is not None and earlier.status == "rejected":
+        if earlier is not None and earlier.status is Status.REJECTED:
             return earlier
         pred = session.predict(policy)
         reason = self._precheck(session, pred, opts.reject_margin)
@@ -305,14 +305,14 @@ class OptunaSearcher(Searcher):
         """
         import optuna
 
-        trial.set_user_attr("status", result.status)
+        trial.set_user_attr("status", result.status.value)
         if result.reason:
             trial.set_user_attr("reason", result.reason[:300])
-        if result.status == "failed":
+        if result.status is Status.FAILED:
             raise _EvaluationFailed(result.reason)
-        if result.status == "pruned":
+        if result.status is Status.PRUNED:
             raise optuna.TrialPruned(result.reason)
-        if result.status == "rejected":  # told as infeasible, with the predicted costs
+        if result.status is Status.REJECTED:  # told as infeasible, with the predicted costs
             pred = session.predict(result.policy)
             cons = session.constraints.constraint_values(
                 flops_ratio=pred.flops_ratio, params_ratio=pred.params_ratio, latency_ratio=pred.latency_ratio,

@@ -1,4 +1,4 @@
-"""Optuna plumbing for the ``optuna`` and ``nsga2`` searchers: options, samplers, pruners, the study itself.
+"""Optuna plumbing for the ``optuna`` and ``nsga2`` searchers: samplers, pruners, the study itself.
 
 The study lives in an RDB storage (default: ``sqlite:///OUT/study.db``, readable by optuna-dashboard) beside
 ``results.csv``, never instead of it. Opening a study recovers from a killed process: its RUNNING trials are
@@ -8,6 +8,8 @@ cache, re-serves) exactly what was interrupted.
 A study in an explicit ``--storage`` (PostgreSQL for many machines) is *shared*: every worker asks it for trials,
 and ``--trials`` is the study's total (:func:`study_budget_used`). Its running trials send Optuna heartbeats, so
 the trial of a worker that died is marked FAIL by a live worker once it falls silent, and re-queued.
+
+The options (and the storage URL check) live in :mod:`.options` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,22 +18,16 @@ import contextlib
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ...errors import user_error
+from .options import OBJECTIVES, PRUNERS, SAMPLERS, OptunaOptions, check_storage_url
 
 __all__ = ["OptunaOptions", "SAMPLERS", "PRUNERS", "OBJECTIVES", "make_sampler", "make_pruner", "open_study",
            "check_storage_url", "sqlalchemy_url", "interrupted_trials", "fail_and_requeue", "fail_stale", "retried_trial",
            "study_budget_used", "quiet_optuna", "OWNER_ATTR", "RETRY_ATTR", "ROW_ATTR", "WARM_ATTR", "GRACE_BEATS"]
 
-SAMPLERS = ("tpe", "cmaes", "random", "qmc")
-"""Samplers of the single-objective ``optuna`` method."""
-PRUNERS = ("median", "none")
-"""Early-stopping rules for candidates during the short fine-tune."""
-OBJECTIVES = ("latency", "flops")
-"""Cost objective of ``nsga2`` (minimised next to maximised accuracy)."""
 OWNER_ATTR = "prunepilot_owner"
 """Trial user attribute: the output directory of the process that asked for the trial."""
 RETRY_ATTR = "prunepilot_retry_of"
@@ -43,20 +39,6 @@ ROW_ATTR = "prunepilot_row"
 GRACE_BEATS = 3
 """A running trial whose heartbeat is this many intervals old belongs to a dead worker."""
 _STUDY_ATTR = "prunepilot"
-_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql", "cockroachdb")
-
-
-def check_storage_url(url: str) -> str:
-    """Return ``url`` if it looks like an SQLAlchemy database URL Optuna's ``RDBStorage`` accepts.
-
-    Raises:
-        UserInputError: Anything else.
-    """
-    m = re.match(r"^([a-z0-9]+)(\+[a-z0-9_]+)?://", url or "")
-    if m is None or m.group(1) not in _DIALECTS:
-        raise user_error("--storage must be a database URL, got", url,
-                         "e.g. sqlite:///runs/study.db or postgresql://user:pass@host/db")
-    return url
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -75,72 +57,6 @@ def sqlalchemy_url(url: str) -> str:
 def _shown(url: str) -> str:
     """``url`` with its password masked (for messages)."""
     return re.sub(r"^([a-z0-9+_]+://[^:/@]+):[^@/]*@", r"\1:***@", url)
-
-
-@dataclass(frozen=True)
-class OptunaOptions:
-    """Method-specific options of the ``optuna`` / ``nsga2`` searchers (from ``SearchConfig.options``)."""
-
-    sampler: str | None = None
-    """``tpe`` (default), ``cmaes``, ``random`` or ``qmc`` (``nsga2`` always uses NSGA-II)."""
-    storage: str | None = None
-    """Optuna storage URL (default ``sqlite:///OUT/study.db``); a PostgreSQL URL shares one study between machines."""
-    study_name: str | None = None
-    """Study name in the storage (default ``prunepilot-<method>``)."""
-    objective: str | None = None
-    """``nsga2`` cost objective: ``latency`` (measured; default when latency is measured) or ``flops``."""
-    pruner: str | None = None
-    """``median`` (default for ``optuna``) or ``none``; acts per fine-tune chunk, so it needs fine-tune steps."""
-    search_space: str = "layerwise"
-    """Preset name (``layerwise``, ``grouped``, ``threshold``) or a YAML / JSON space file."""
-    warm_start: bool = True
-    """Enqueue the uniform and sensitivity-greedy policies as the first trials."""
-    budget_fit: bool | None = None
-    """Scale each sampled policy (its kept-channel fractions) onto the FLOPs / params target before evaluating
-    (default: on for ``optuna``, off for ``nsga2``, whose front should span the costs)."""
-    reject_margin: float = 0.1
-    """Candidates predicted over a cost target by more than this fraction are rejected unevaluated."""
-    report_chunks: int = 4
-    """Fine-tune chunks scored for the pruner when the evaluation settings have only one."""
-    heartbeat: int = 20
-    """Seconds between a running trial's heartbeats in a shared (``--storage``) study; a trial silent for three
-    intervals (its worker died) is marked FAIL by a live worker and re-queued."""
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> OptunaOptions:
-        """The options this searcher understands, validated (other keys belong to other methods).
-
-        Raises:
-            UserInputError: An unknown sampler / pruner / objective, a bad storage URL or search space.
-        """
-        known = {f.name for f in fields(cls)}
-        opts = cls(**{k: v for k, v in options.items() if k in known and v is not None})
-        opts.validate()
-        return opts
-
-    def validate(self) -> None:
-        """Check every option (the search space file is parsed too).
-
-        Raises:
-            UserInputError: A bad value, named with its fix.
-        """
-        for flag, value, allowed in (("--sampler", self.sampler, SAMPLERS), ("--pruner", self.pruner, PRUNERS),
-                                     ("--objective", self.objective, OBJECTIVES)):
-            if value is not None and value not in allowed:
-                raise user_error(f"unknown {flag}", value, f"choose one of {', '.join(allowed)}")
-        if self.storage is not None:
-            check_storage_url(self.storage)
-        if self.study_name is not None and not str(self.study_name).strip():
-            raise user_error("--study-name must not be empty, got", self.study_name, "e.g. --study-name cnn1d-half")
-        if not 0 <= self.reject_margin:
-            raise user_error("reject_margin must be >= 0, got", self.reject_margin, "e.g. 0.1")
-        if isinstance(self.heartbeat, bool) or not isinstance(self.heartbeat, int) or self.heartbeat < 1:
-            raise user_error("--heartbeat must be a whole number of seconds >= 1, got", self.heartbeat, "e.g. 20")
-        if self.report_chunks < 1:
-            raise user_error("report_chunks must be >= 1, got", self.report_chunks, "e.g. 4")
-        from search_spaces import load_space
-
-        load_space(self.search_space)
 
 
 def make_sampler(name: str, *, seed: int, trials: int, multi_objective: bool) -> Any:

@@ -14,17 +14,17 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ...constraints import Constraints
 from ...errors import UserInputError, user_error
-from ...evaluation import EvalResult, EvalSettings, evaluate_policy, get_engine
+from ...evaluation import EvalResult, EvalSettings, Status, evaluate_policy, get_engine
 from ...policy import Policy
 from ...search.results import result_to_row, row_to_result
 from ...search.session import SearchSession
 from ...tasks.task import Task
 from ..base import Searcher
+from .options import RayOptions
 
 __all__ = ["RayOptions", "RaySearcher", "ray_runtime", "require_ray", "resolve_address"]
 
@@ -39,42 +39,6 @@ def require_ray() -> Any:
     except ImportError as exc:  # pragma: no cover - ray is a dependency
         raise UserInputError(f"--method ray needs Ray Tune ({exc}): pip install 'ray[tune]'") from None
     return ray
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """How Ray Tune runs the evaluations."""
-
-    concurrency: int = 2
-    """Trials running at the same time."""
-    cpus_per_trial: float = 1.0
-    """CPUs reserved per trial (also its torch thread count)."""
-    gpus_per_trial: float = 0.0
-    """GPUs per trial (fractions share a GPU); > 0 evaluates and times on CUDA."""
-    address: str | None = None
-    """``None``: start a private local Ray on 127.0.0.1; ``auto`` or ``HOST:PORT``: join an existing cluster."""
-    search_alg: str = "optuna"
-    """``optuna`` (TPE, warm-started) or ``random``."""
-    max_failures: int = 2
-    """Retries of a trial whose worker crashed (a failing evaluation is recorded, not retried)."""
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> RayOptions:
-        """Options from ``SearchConfig.options`` (CLI names), validated."""
-        opts = cls(concurrency=int(options.get("concurrency", 2)),
-                   cpus_per_trial=float(options.get("cpus_per_trial", 1.0)),
-                   gpus_per_trial=float(options.get("gpus_per_trial", 0.0)), address=options.get("address"),
-                   search_alg=str(options.get("search_alg", "optuna")),
-                   max_failures=int(options.get("max_failures", 2)))
-        if opts.concurrency < 1:
-            raise user_error("--concurrency must be >= 1, got", opts.concurrency, "e.g. --concurrency 2")
-        if opts.cpus_per_trial <= 0:
-            raise user_error("--cpus-per-trial must be > 0, got", opts.cpus_per_trial, "e.g. --cpus-per-trial 1")
-        if opts.gpus_per_trial < 0:
-            raise user_error("--gpus-per-trial must be >= 0, got", opts.gpus_per_trial, "e.g. --gpus-per-trial 0.5")
-        if opts.search_alg not in ("optuna", "random"):
-            raise user_error("unknown --ray-search", opts.search_alg, "choose optuna or random")
-        return opts
 
 
 @contextlib.contextmanager
@@ -234,7 +198,7 @@ def evaluate_trial(config: dict[str, Any], *, task: Task, space: Any, settings: 
         result = evaluate_policy(task, cand.policy, settings=trial_settings, constraints=constraints,
                                  on_chunk=chunk if trial_settings.finetune_chunks > 1 else None)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed trial; the experiment goes on
-        result = EvalResult(cand.policy, status="failed", reason=f"{type(exc).__name__}: {exc}"[:500])
+        result = EvalResult(cand.policy, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:500])
     result.settings_overrides = dict(cand.overrides)
     score = result.accuracy if result.ok and result.feasible else \
         (result.accuracy - 100.0 if result.ok and math.isfinite(result.accuracy) else -200.0)
@@ -256,14 +220,14 @@ class _Recorder:
         if last.get("row"):
             result = row_to_result(json.loads(last["row"]))
         else:
-            result = EvalResult(self.policy_of(trial.config), status="pruned",
+            result = EvalResult(self.policy_of(trial.config), status=Status.PRUNED,
                                 reason=f"stopped early by ASHA after {last.get('training_iteration', 0)} chunk(s)",
                                 intermediate=[last["accuracy"]] if "accuracy" in last else [])
         self._record(trial, result)
 
     def error(self, trial: Any) -> None:
         if trial.trial_id not in self.recorded:
-            self._record(trial, EvalResult(self.policy_of(trial.config), status="failed",
+            self._record(trial, EvalResult(self.policy_of(trial.config), status=Status.FAILED,
                                            reason="trial crashed after its retries (worker died or was killed)"))
 
     def _record(self, trial: Any, result: EvalResult) -> None:
@@ -282,7 +246,7 @@ class RaySearcher(Searcher):
         """Validate the Ray options and the search space before any work."""
         del settings, constraints
         opts = RayOptions.from_options(config.options)
-        from ..optuna.study import OptunaOptions
+        from ..optuna.options import OptunaOptions
 
         OptunaOptions(sampler=config.options.get("sampler")).validate()  # the sampler behind OptunaSearch
         if unit_names is not None:

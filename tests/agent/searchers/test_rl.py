@@ -12,7 +12,8 @@ from agent.evaluation import EvalSettings
 from agent.search.results import ResultLog
 from agent.search.session import SearchConfig, SearchSession
 from agent.searchers import get_searcher
-from agent.searchers.rl import RLConfig, RLSearcher, _AgentView
+from agent.searchers.rl import RLConfig, RLSearcher
+from agent.searchers.rl.search import _AgentView
 
 from ...conftest import REPO
 

@@ -21,97 +21,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from ..constraints import Constraints
-from ..errors import user_error
-from ..evaluation import EvalResult
-from ..policy import Policy
-from ..search.session import BudgetExhausted, SearchSession
-from .base import Searcher
+from ...evaluation import EvalResult
+from ...policy import Policy
+from ...search.session import BudgetExhausted, SearchSession
+from ..base import Searcher
+from .options import RL_ALGOS, RLConfig
 
 __all__ = ["RLConfig", "RLSearcher", "RL_ALGOS"]
-
-RL_ALGOS = ("td3", "ddpg", "ppo")
-"""Supported stable-baselines3 algorithms."""
-
-
-@dataclass(frozen=True)
-class RLConfig:
-    """Settings of the RL searcher (from ``SearchConfig.options``; CLI ``--rl-algo``, ``--episodes`` ...)."""
-
-    algo: Literal["td3", "ddpg", "ppo"] = "td3"
-    """Stable-baselines3 algorithm."""
-    episodes: int | None = None
-    """Episodes to run, the demonstration included (None: the trial budget). Each is one evaluation."""
-    action_mode: Literal["ratio", "threshold"] = "ratio"
-    """The env's action mode."""
-    reward: str | None = None
-    """The env's reward function (None: ``acc`` with a cost target, else ``acc_flops``, since ``acc`` alone would
-    learn not to prune)."""
-    warmup_episodes: int | None = None
-    """Random-action episodes before learning (None: a quarter of ``episodes``, as AMC's 100 of 400)."""
-    noise_sigma: float = 0.5
-    """Initial exploration noise (std, in action units) after warm-up."""
-    noise_decay: float = 0.95
-    """Noise multiplier per episode after warm-up."""
-    baseline_decay: float = 0.9
-    """Decay of the moving reward baseline (and scale)."""
-    demonstration: bool = True
-    """Play the uniform policy meeting the targets as the first episode (and learn from it off-policy)."""
-    gradient_steps: int = 32
-    """Off-policy gradient steps after each episode."""
-    batch_size: int = 64
-    """Minibatch size."""
-    learning_rate: float = 1e-3
-    """Adam learning rate (PPO uses a third of it)."""
-    hidden: tuple[int, ...] = (64, 64)
-    """Hidden layer sizes of actor and critic."""
-    ppo_episodes_per_update: int = 4
-    """Episodes per PPO rollout."""
-    agent_device: str = "cpu"
-    """Device of the agent's small networks (the env evaluates on the session's device)."""
-
-    def __post_init__(self) -> None:
-        from env.config import ACTION_MODES
-        from env.rewards import get_reward
-
-        if self.algo not in RL_ALGOS:
-            raise user_error("unknown --rl-algo", self.algo, f"choose one of {', '.join(RL_ALGOS)}")
-        if self.action_mode not in ACTION_MODES:
-            raise user_error("unknown --action-mode", self.action_mode, f"choose one of {', '.join(ACTION_MODES)}")
-        if self.reward is not None:
-            get_reward(self.reward)
-        if self.episodes is not None and (not isinstance(self.episodes, int) or self.episodes < 1):
-            raise user_error("--episodes must be a positive integer, got", self.episodes, "e.g. --episodes 60")
-        if self.warmup_episodes is not None and self.warmup_episodes < 0:
-            raise user_error("warmup_episodes must be >= 0, got", self.warmup_episodes, "e.g. 15")
-        if not (0 < self.noise_decay <= 1 and 0 <= self.baseline_decay < 1 and self.noise_sigma >= 0):
-            raise user_error("noise/baseline settings out of range, got",
-                             (self.noise_sigma, self.noise_decay, self.baseline_decay),
-                             "need sigma >= 0, 0 < noise_decay <= 1, 0 <= baseline_decay < 1")
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> RLConfig:
-        """Read the searcher's keys from ``SearchConfig.options`` (others are ignored)."""
-        keys = {"rl_algo": "algo", "episodes": "episodes", "action_mode": "action_mode", "reward": "reward"}
-        return cls(**{field: options[key] for key, field in keys.items() if options.get(key) is not None})
-
-    def reward_for(self, constraints: Constraints) -> str:
-        """The reward name to use under ``constraints``."""
-        if self.reward is not None:
-            return self.reward
-        return "acc" if constraints.has_cost_target else "acc_flops"
-
-    def warmup(self, episodes: int) -> int:
-        """Warm-up episodes for a run of ``episodes``."""
-        return self.warmup_episodes if self.warmup_episodes is not None else max(1, episodes // 4)
-
 
 class _DecayingNoise:
     """Gaussian action noise (SB3's ``ActionNoise`` protocol) decaying per episode once warm-up is over."""
