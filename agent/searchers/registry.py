@@ -20,7 +20,7 @@ SEARCHERS: dict[str, str] = {
     "uniform": "agent.searchers.baselines:UniformSearcher",
     "global": "agent.searchers.baselines:GlobalSearcher",
     "greedy": "agent.searchers.baselines:GreedySearcher",
-    "knapsack": "agent.searchers.knapsack:KnapsackSearcher",
+    "knapsack": "agent.searchers.knapsack.search:KnapsackSearcher",
     "optuna": "agent.searchers.optuna.search:OptunaSearcher",
     "nsga2": "agent.searchers.optuna.search:NSGA2Searcher",
     "rl": "agent.searchers.rl:RLSearcher",
@@ -33,6 +33,7 @@ OPTIONS: dict[str, str] = {
     "optuna": "agent.searchers.optuna.options:OptunaOptions",
     "nsga2": "agent.searchers.optuna.options:OptunaOptions",
     "rl": "agent.searchers.rl.options:RLConfig",
+    "knapsack": "agent.searchers.knapsack.options:KnapsackOptions",
 }
 """Method name -> its options dataclass (``module:Class``; light modules). Methods without options are absent.
 

@@ -134,7 +134,7 @@ class OptunaSearcher(Searcher):
         codec = _ThresholdCodec(session)
         self._recover(session, study, owner=self._owner if self._shared else None)
         if empty and opts.warm_start:
-            from ..knapsack import knapsack_warm_start
+            from ..knapsack.search import knapsack_warm_start
 
             for label, make in (("uniform", uniform_policy), ("greedy", greedy_policy),
                                 ("knapsack", knapsack_warm_start)):

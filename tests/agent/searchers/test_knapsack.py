@@ -10,7 +10,7 @@ from agent.search.results import ResultLog
 from agent.search.session import SearchConfig, SearchSession
 from agent.searchers import get_searcher
 from agent.searchers.baselines import uniform_policy
-from agent.searchers.knapsack import knapsack_policy, summed_importance
+from agent.searchers.knapsack.search import knapsack_policy, summed_importance
 
 
 def _session(task, tmp_path, constraints, settings=None, **kw):
@@ -23,7 +23,7 @@ def _session(task, tmp_path, constraints, settings=None, **kw):
 @pytest.mark.parametrize("target", [0.3, 0.5])
 def test_knapsack_meets_the_flops_budget_with_more_importance_than_uniform(tiny_task, tmp_path, target):
     s = _session(tiny_task, tmp_path, Constraints(flops_target=target))
-    policy = knapsack_policy(s)
+    policy = knapsack_policy(s, value="importance")
     uniform = uniform_policy(s)
     assert s.predict(policy).flops_ratio <= target and s.probe(policy).flops_ratio <= target
     # at no more predicted cost than uniform's, it keeps more summed importance (its objective)
@@ -33,6 +33,32 @@ def test_knapsack_meets_the_flops_budget_with_more_importance_than_uniform(tiny_
     assert len(s.results()) == 1, "one evaluation"
     best = s.best()
     assert best is not None and best.feasible and best.flops_ratio <= target
+
+
+def test_sensitivity_valued_knapsack_predicts_less_accuracy_loss_than_uniform(tiny_task, tmp_path):
+    s = _session(tiny_task, tmp_path, Constraints(flops_target=0.3))
+    policy, uniform = knapsack_policy(s), uniform_policy(s)  # default value: the sensitivity curves
+    assert s.predict(policy).flops_ratio <= 0.3 and s.probe(policy).flops_ratio <= 0.3
+    profile = s.sensitivity()
+
+    def additive_drop(p):
+        return sum(profile.drop(u, p.ratio(u)) for u in profile.units)
+
+    # its objective: the summed single-unit drops, no larger than uniform's at no more predicted cost
+    assert s.predict(policy).flops_ratio <= s.predict(uniform).flops_ratio + 0.02
+    assert additive_drop(policy) <= additive_drop(uniform) + 1e-9
+    assert knapsack_policy(s, value="importance").ratios != policy.ratios, "the value source matters"
+
+
+def test_knapsack_value_option_is_a_flag_and_is_checked():
+    from agent.cli import build_parser
+    from agent.searchers.knapsack.options import KnapsackOptions
+
+    args = build_parser().parse_args(["search", "--out", "x", "--method", "knapsack", "--knapsack-value", "importance"])
+    assert args.knapsack_value == "importance"
+    assert KnapsackOptions.from_options({"knapsack_value": "importance"}).value == "importance"
+    with pytest.raises(UserInputError, match="knapsack-value"):
+        KnapsackOptions.from_options({"knapsack_value": "magic"})
 
 
 def test_knapsack_meets_a_latency_table_budget(tiny_task, tmp_path):

@@ -69,7 +69,7 @@ def test_constraints_reach_optuna_through_set_constraint(tiny_task, tmp_path):
 
 
 def test_warm_start_trials_come_first_and_budget_fit_lands_on_target(tiny_task, tmp_path):
-    from agent.searchers.knapsack import knapsack_policy
+    from agent.searchers.knapsack.search import knapsack_policy
 
     s = _session(tiny_task, tmp_path, Constraints(flops_target=0.5), trials=5)
     get_searcher("optuna")().run(s)

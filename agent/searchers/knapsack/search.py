@@ -1,10 +1,14 @@
-"""Knapsack searcher (HALP-style): the most kept importance that fits the latency / FLOPs / params budget.
+"""Knapsack searcher (HALP-style): the most value that fits the latency / FLOPs / params budget.
 
 HALP (Shen et al., 2022) keeps the channels whose summed importance is largest subject to a latency budget read
 from a per-layer latency table. Here every unit chooses a kept width from a grid (the ``round_to`` multiples, or
-up to :data:`MAX_OPTIONS` evenly spaced widths); a choice is worth the summed importance of the unit's top channels
-(scores mean-normalised per unit, as Torch-Pruning's global ranking does) and costs what the latency table / the
-exact FLOPs and params predictions say for the whole model.
+up to :data:`MAX_OPTIONS` evenly spaced widths) and costs what the latency table / the exact FLOPs and params
+predictions say for the whole model. What a width is worth (:data:`VALUES`, ``--knapsack-value``):
+``sensitivity`` (default) is minus the accuracy drop of that unit alone at that width, from the measured
+sensitivity curves; ``importance`` is HALP's summed importance of the unit's top channels (scores mean-normalised
+per unit, as Torch-Pruning's global ranking does). Importance values are comparable within a unit, not across
+units: on the benchmark's residual models they starved the residual width (stem kept at 10%) and lost 25-30 points
+to uniform at FLOPs 0.2, where sensitivity values match or beat greedy (docs/BENCHMARKS.md section 0).
 
 Costs interact: a layer's time depends on its input *and* output widths, owned by neighbouring units. So the
 multiple-choice knapsack is solved by Lagrangian relaxation: for a multiplier ``lam`` each unit in turn takes the
@@ -22,13 +26,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..constraints import LATENCY_MARGIN, CostProbe
-from ..errors import UserInputError
-from ..policy import Policy
-from ..search.session import BudgetExhausted, SearchConfig, SearchSession
-from .base import Searcher
+from ...constraints import LATENCY_MARGIN, CostProbe
+from ...errors import UserInputError
+from ...policy import Policy
+from ...search.session import BudgetExhausted, SearchConfig, SearchSession
+from ..base import Searcher
+from .options import KnapsackOptions
 
-__all__ = ["KnapsackSearcher", "knapsack_policy", "knapsack_warm_start", "summed_importance", "MAX_OPTIONS"]
+__all__ = ["KnapsackSearcher", "MAX_OPTIONS", "VALUES", "knapsack_policy", "knapsack_warm_start", "summed_importance"]
 
 MAX_OPTIONS = 24
 """Kept-width options per unit without ``round_to`` (evenly spaced, both ends included)."""
@@ -51,7 +56,7 @@ def _options(session: SearchSession) -> dict[str, list[int]]:
     return out
 
 
-def _values(session: SearchSession) -> dict[str, np.ndarray]:
+def _importance_values(session: SearchSession) -> dict[str, np.ndarray]:
     """Per unit: ``value[k]`` = summed mean-normalised importance of its ``k`` most important channels."""
     scores = session.engine.importance(session.config.importance, session.settings)
     values = {}
@@ -62,6 +67,29 @@ def _values(session: SearchSession) -> dict[str, np.ndarray]:
     return values
 
 
+def _sensitivity_values(session: SearchSession) -> dict[str, np.ndarray]:
+    """Per unit: ``value[k]`` = minus the accuracy drop (points) of the unit alone kept at ``k`` channels.
+
+    Read from the measured sensitivity curves (linear between the analysed ratios) and made non-decreasing in
+    ``k``, so keeping more never looks worse; summed over units it is the additive estimate greedy also uses.
+    """
+    profile = session.sensitivity()
+    values = {}
+    for unit in session.engine.units:
+        c = unit.channels
+        drops = np.array([profile.drop(unit.name, 1.0 - k / c) for k in range(c + 1)])
+        values[unit.name] = np.maximum.accumulate(-drops)
+    return values
+
+
+VALUES = {"sensitivity": _sensitivity_values, "importance": _importance_values}
+"""What a kept width is worth, by :attr:`KnapsackOptions.value`."""
+
+
+def _values(session: SearchSession, value: str) -> dict[str, np.ndarray]:
+    return VALUES[value](session)
+
+
 def _ratios(session: SearchSession, kept: Mapping[str, int]) -> dict[str, float]:
     channels = {u.name: u.channels for u in session.engine.units}
     return {u: 1.0 - k / channels[u] for u, k in kept.items()}
@@ -69,7 +97,7 @@ def _ratios(session: SearchSession, kept: Mapping[str, int]) -> dict[str, float]
 
 def summed_importance(session: SearchSession, policy: Policy) -> float:
     """The knapsack's objective for any policy: summed mean-normalised importance of the kept channels."""
-    values = _values(session)
+    values = _importance_values(session)
     kept = session.engine.kept_channels(session.engine.plan(policy, session.settings))
     return float(sum(values[u][k] for u, k in kept.items()))
 
@@ -77,10 +105,10 @@ def summed_importance(session: SearchSession, policy: Policy) -> float:
 class _Problem:
     """Values, options and the normalised cost (``<= 1`` fits the budget) of one knapsack instance."""
 
-    def __init__(self, session: SearchSession, *, budget_scale: float, margin: float) -> None:
+    def __init__(self, session: SearchSession, *, budget_scale: float, margin: float, value: str) -> None:
         self.session, self.budget_scale, self.margin = session, budget_scale, margin
         self.options = _options(session)
-        self.values = _values(session)
+        self.values = _values(session, value)
         self._memo: dict[tuple[int, ...], float] = {}
         self.units = list(self.options)
 
@@ -137,12 +165,14 @@ class _Problem:
             kept = best
 
 
-def knapsack_policy(session: SearchSession, *, budget_scale: float = 1.0, margin: float = LATENCY_MARGIN,
-                    iters: int = 30) -> Policy:
-    """The policy with the most kept importance whose predicted cost meets the cost targets.
+def knapsack_policy(session: SearchSession, *, value: str | None = None, budget_scale: float = 1.0,
+                    margin: float = LATENCY_MARGIN, iters: int = 30) -> Policy:
+    """The policy of most summed value whose predicted cost meets the cost targets.
 
     Args:
         session: The search session (cost targets, ratio bounds, rounding, importance criterion).
+        value: What a kept width is worth (:data:`VALUES`; default: the session's ``knapsack_value`` option,
+            else ``sensitivity``).
         budget_scale: Multiply every budget by this (< 1 tightens it, e.g. after a measured latency miss).
         margin: Latency is aimed this fraction under its target.
         iters: Bisection steps on the Lagrange multiplier.
@@ -153,7 +183,8 @@ def knapsack_policy(session: SearchSession, *, budget_scale: float = 1.0, margin
     if not session.constraints.has_cost_target:
         raise UserInputError("method 'knapsack' needs a cost budget, got none: pass --flops-target, --params-target "
                              "or --latency-target")
-    prob = _Problem(session, budget_scale=budget_scale, margin=margin)
+    value = value or KnapsackOptions.from_options(session.config.options).value
+    prob = _Problem(session, budget_scale=budget_scale, margin=margin, value=value)
     smallest = {u: opts[0] for u, opts in prob.options.items()}
     if prob.cost(smallest) > 1.0:
         raise session.unreachable(session.probe(prob.policy(smallest)), session.config.max_ratio)
@@ -179,7 +210,7 @@ def knapsack_policy(session: SearchSession, *, budget_scale: float = 1.0, margin
     exact = session.probe(policy, latency=False)  # exact FLOPs / params of the built model
     if not session.meets_cost(CostProbe(exact.flops_ratio, exact.params_ratio,
                                         session.predict(policy).latency_ratio), margin=margin):
-        return knapsack_policy(session, budget_scale=budget_scale * 0.98, margin=margin, iters=iters) \
+        return knapsack_policy(session, value=value, budget_scale=budget_scale * 0.98, margin=margin, iters=iters) \
             if budget_scale > 0.8 else policy
     return policy
 
@@ -194,8 +225,8 @@ class KnapsackSearcher(Searcher):
 
     name = "knapsack"
 
-    def __init__(self, retries: int = 2) -> None:
-        self.retries = retries
+    def __init__(self, options: KnapsackOptions | None = None) -> None:
+        self.options = options
         self._description = self.name
 
     @classmethod
@@ -210,10 +241,11 @@ class KnapsackSearcher(Searcher):
         return self._description
 
     def run(self, session: SearchSession) -> None:  # noqa: D102
+        opts = self.options or KnapsackOptions.from_options(session.config.options)
         scale = 1.0
         try:
-            for attempt in range(1 + self.retries):
-                policy = knapsack_policy(session, budget_scale=scale)
+            for attempt in range(1 + opts.retries):
+                policy = knapsack_policy(session, value=opts.value, budget_scale=scale)
                 res = session.evaluate(policy, note=f"knapsack budget x{scale:.3f}")
                 self._description = f"knapsack evaluations={attempt + 1} budget_scale={scale:.3f}"
                 issues = session.constraints.check_result(res) if res.ok else []
