@@ -39,6 +39,7 @@ METHODS = {
     "global-taylor": {"method": "global", "importance": "taylor"},
     "greedy": {"method": "greedy"},
     "knapsack": {"method": "knapsack"},
+    "knapsack-importance": {"method": "knapsack", "options": {"knapsack_value": "importance"}},
     "optuna": {"method": "optuna"},
     "nsga2": {"method": "nsga2"},
     "rl": {"method": "rl", "options": {"rl_algo": "td3"}},
