@@ -34,7 +34,14 @@ _LATENCY_RE = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s
 
 @dataclass(frozen=True)
 class LatencyTarget:
-    """A latency budget: a ratio of the dense model's latency, or an absolute time."""
+    """A latency budget: a ratio of the dense model's latency, or an absolute time.
+
+    Example:
+        >>> from agent import LatencyTarget
+        >>> LatencyTarget(12.0, "ms").as_ratio(24.0), LatencyTarget(0.6).as_ratio(24.0)
+        (0.5, 0.6)
+
+    """
 
     value: float
     """The number: a ratio in (0, 1], or milliseconds."""
@@ -125,7 +132,15 @@ class CostTerm:
 
 @dataclass(frozen=True)
 class Constraints:
-    """What a feasible pruned model must satisfy (all optional)."""
+    """What a feasible pruned model must satisfy (all optional).
+
+    Example:
+        >>> from agent import Constraints, LatencyTarget
+        >>> c = Constraints(flops_target=0.5, latency_target=LatencyTarget(0.6), max_acc_drop=1.0)
+        >>> c.has_cost_target
+        True
+
+    """
 
     flops_target: float | None = None
     """Maximum MACs as a fraction of the dense model (e.g. 0.5)."""

@@ -35,7 +35,15 @@ def read_policy_json(path: str | Path) -> object:
 
 @dataclass(frozen=True)
 class Policy:
-    """Per-unit pruning ratios plus how channels are ranked inside each unit."""
+    """Per-unit pruning ratios plus how channels are ranked inside each unit.
+
+    Example:
+        >>> from agent import Policy
+        >>> policy = Policy.uniform(["conv1", "conv2"], 0.5)
+        >>> policy.ratio("conv1"), policy.importance
+        (0.5, 'l2')
+
+    """
 
     ratios: Mapping[str, float] = field(default_factory=dict)
     """Unit name -> fraction of its channels to remove, in [0, 1). Missing units are not pruned."""

@@ -89,6 +89,17 @@ class PrunedArtifact:
 def load_pruned_model(path: str | Path) -> nn.Module:
     """Load a model saved by :func:`save_pruned_model` (weights only; no code is unpickled).
 
+    Example:
+        >>> import tempfile
+        >>> from agent import EvalSettings, Policy, build_task, get_engine, load_pruned_model, save_pruned_model
+        >>> task = build_task(model="mlp", dataset="digits", train_epochs=1)  # trained once, then cached
+        >>> engine, policy = get_engine(task), Policy.uniform(get_engine(task).graph.unit_names(), 0.5)
+        >>> plan = engine.plan(policy, EvalSettings())
+        >>> path = save_pruned_model(tempfile.mkdtemp() + "/pruned.pt", task=task, model=engine.graph.apply(plan),
+        ...                          removed=plan, policy=policy.to_dict())
+        >>> sum(p.numel() for p in load_pruned_model(path).parameters()) < sum(p.numel() for p in task.model.parameters())
+        True
+
     Args:
         path: The ``pruned_model.pt`` file.
 

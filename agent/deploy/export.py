@@ -163,6 +163,14 @@ def export_model(model: nn.Module, *, example_input: torch.Tensor, out_dir: str 
                  extra_files: dict[str, Any] | None = None) -> ExportReport:
     """Write ``model`` in each format to ``out_dir`` and check each file against PyTorch.
 
+    Example:
+        >>> import tempfile, torch
+        >>> from agent import export_model
+        >>> report = export_model(torch.nn.Linear(4, 2).eval(), example_input=torch.randn(1, 4), out_dir=tempfile.mkdtemp(),
+        ...                       formats=("torchscript", "state"))
+        >>> sorted(report.files), report.max_abs_diff["torchscript"] < 1e-4
+        (['state', 'torchscript'], True)
+
     Args:
         model: The (pruned) model; exported in eval mode on the CPU.
         example_input: One input of the model's per-sample shape (batch 1).

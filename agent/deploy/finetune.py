@@ -77,6 +77,15 @@ def finetune_model(model: nn.Module, task: Task, *, config: FinalTuneConfig, dev
     SGD with Nesterov momentum and a cosine schedule from ``config.lr`` to 0; with ``config.kd_alpha > 0`` the
     loss mixes cross-entropy and distillation from the dense model (``task.model``) as teacher.
 
+    Example:
+        >>> from agent import EvalSettings, FinalTuneConfig, Policy, build_task, finetune_model, get_engine
+        >>> task = build_task(model="mlp", dataset="digits", train_epochs=1)  # trained once, then cached
+        >>> engine = get_engine(task)
+        >>> pruned = engine.build(Policy.uniform(engine.graph.unit_names(), 0.5), EvalSettings())
+        >>> record = finetune_model(pruned, task, config=FinalTuneConfig(epochs=1))
+        >>> record["epochs"], record["steps"] > 0
+        (1, True)
+
     Args:
         model: The pruned model (any device; it ends on the CPU in eval mode).
         task: The dense model (teacher) and data.

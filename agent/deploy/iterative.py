@@ -159,6 +159,15 @@ def iterative_prune(task: Task, policy: Policy, *, steps: int, schedule: str = "
                     on_step: Callable[[IterativeStep], None] | None = None) -> IterativeOutcome:
     """Prune ``task``'s dense model to ``policy`` in ``steps`` steps, fine-tuning after each step that pruned.
 
+    Example:
+        >>> from agent import EvalSettings, FinalTuneConfig, Policy, build_task, get_engine, iterative_prune
+        >>> task = build_task(model="mlp", dataset="digits", train_epochs=1)  # trained once, then cached
+        >>> policy = Policy.uniform(get_engine(task).graph.unit_names(), 0.5)
+        >>> outcome = iterative_prune(task, policy, steps=2, finetune=FinalTuneConfig(epochs=1),
+        ...                           settings=EvalSettings(measure_latency=False))
+        >>> len(outcome.steps)
+        2
+
     Args:
         task: The dense model and data.
         policy: The final policy (per-unit ratios, importance, rounding).

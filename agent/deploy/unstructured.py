@@ -184,6 +184,14 @@ def sparsify(model: nn.Module, *, config: SparsifyConfig, example_input: torch.T
              device: str = "cpu", seed: int = 0) -> SparsifyResult:
     """Mask the weights of a copy of ``model`` and make the masks permanent.
 
+    Example:
+        >>> import torch
+        >>> from agent import SparsifyConfig, sparsify
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> result = sparsify(model, config=SparsifyConfig(sparsity=0.5), example_input=torch.randn(1, 8))
+        >>> round(result.sparsity, 2)
+        0.5
+
     Args:
         model: The dense model (not modified).
         config: Sparsity target, scope and method.

@@ -40,6 +40,15 @@ def evaluate_policy(
 ) -> EvalResult | tuple[EvalResult, nn.Module]:
     """Evaluate one pruning policy on a task.
 
+    Example:
+        >>> from agent import Constraints, EvalSettings, Policy, build_task, evaluate_policy, get_engine
+        >>> task = build_task(model="mlp", dataset="digits", train_epochs=1)  # trained once, then cached
+        >>> policy = Policy.uniform(get_engine(task).graph.unit_names(), 0.5)
+        >>> result = evaluate_policy(task, policy, settings=EvalSettings(measure_latency=False),
+        ...                          constraints=Constraints(flops_target=0.6))
+        >>> str(result.status), result.flops_ratio < 0.6, result.feasible
+        ('ok', True, True)
+
     Args:
         task: The dense model and its data.
         policy: Per-unit ratios and importance criterion.

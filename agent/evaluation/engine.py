@@ -147,7 +147,15 @@ _ENGINES_LOCK = threading.Lock()
 
 
 def get_engine(task: Task) -> PruningEngine:
-    """The task's :class:`PruningEngine` (built on first use, then reused)."""
+    """The task's :class:`PruningEngine` (built on first use, then reused).
+
+    Example:
+        >>> from agent import build_task, get_engine
+        >>> task = build_task(model="mlp", dataset="digits", train_epochs=1)  # trained once, then cached
+        >>> get_engine(task).graph.unit_names()
+        ['net.1', 'net.3']
+
+    """
     with _ENGINES_LOCK:
         engine = _ENGINES.get(task)
         if engine is None:

@@ -328,6 +328,16 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
                overwrite: bool = False, progress: bool = False, latency_model: bool = True) -> SearchOutcome:
     """Search for a policy and write the outputs.
 
+    Example:
+        >>> import tempfile
+        >>> from agent import Constraints, EvalSettings, FinalTuneConfig, SearchConfig, build_task, run_search
+        >>> task = build_task(model="mlp", dataset="digits", train_epochs=1)  # trained once, then cached
+        >>> outcome = run_search(task=task, out_dir=tempfile.mkdtemp(), constraints=Constraints(flops_target=0.5),
+        ...                      settings=EvalSettings(measure_latency=False), config=SearchConfig(method="uniform"),
+        ...                      final=FinalTuneConfig(epochs=1), latency_model=False)
+        >>> outcome.best.flops_ratio <= 0.5, sorted(p.name for p in outcome.out_dir.iterdir())[:3]
+        (True, ['best_policy.json', 'pruned_model.pt', 'results.csv'])
+
     Args:
         task: The dense model and data.
         out_dir: Output directory.

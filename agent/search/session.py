@@ -328,7 +328,8 @@ class SearchSession:
             except Exception as exc:  # noqa: BLE001 - a whole-run phase: one line and exit 2
                 raise UserInputError(
                     f"the sensitivity analysis that --method {self.config.method} needs failed on this model "
-                    f"({type(exc).__name__}: {str(exc)[:200]}): use --method uniform, global, or knapsack --knapsack-value importance") from exc
+                    f"({type(exc).__name__}: {str(exc)[:200]}): use --method uniform, global, or knapsack "
+                    "--knapsack-value importance") from exc
         return self._sensitivity
 
     def min_ratio_meeting(self, cost_of: Callable[[float], CostProbe], *, lo: float | None = None,

@@ -192,6 +192,15 @@ def load_task(checkpoint: str | Path, *, model: str | None = None, dataset: str 
 
     A PrunePilot checkpoint knows its model and dataset; a plain state dict needs ``model`` and ``dataset``.
 
+    Example:
+        >>> import tempfile
+        >>> from agent import build_task, load_task
+        >>> from agent.tasks import save_checkpoint
+        >>> task = build_task(model="mlp", dataset="digits", train_epochs=1)  # trained once, then cached
+        >>> path = save_checkpoint(task, tempfile.mkdtemp() + "/dense.pt")
+        >>> load_task(path).spec == task.spec
+        True
+
     Args:
         checkpoint: Path of the checkpoint.
         model: Model spec (overrides / completes the checkpoint's).
@@ -245,6 +254,12 @@ def build_task(*, model: str | None = None, dataset: str | None = None, checkpoi
                train_epochs: int = 15, seed: int = 0, trust_checkpoint: bool = False,
                progress: bool = False, data: DataSplits | None = None, ignore_layers: tuple[str, ...] = ()) -> Task:
     """The task a search runs on: from ``checkpoint`` if given, else a cached (or freshly trained) baseline.
+
+    Example:
+        >>> from agent import build_task
+        >>> task = build_task(model="mlp", dataset="digits", train_epochs=1)  # trained once, then cached
+        >>> task.spec.model, task.data.input_shape, task.data.num_classes
+        ('mlp', (1, 8, 8), 10)
 
     Args:
         model: Model spec (default ``cnn1d``); with a checkpoint, overrides the checkpoint's.
