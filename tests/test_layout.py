@@ -144,3 +144,29 @@ def test_no_file_over_the_line_limit(package):
     long = {str(p.relative_to(REPO)): n for p in (REPO / package).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def _design_tree() -> set[str]:
+    """Paths listed in docs/DESIGN.md's tree (its first code block after ``## The tree``)."""
+    text = (REPO / "docs" / "DESIGN.md").read_text()
+    block = text.split("## The tree", 1)[1].split("```", 2)[1]
+    paths, stack = set(), []
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        del stack[depth:]
+        if name.endswith("/"):
+            stack.append(name.rstrip("/"))
+        elif name.endswith(".py"):
+            paths.add("/".join([*stack, name]))
+    return paths
+
+
+def test_design_tree_lists_every_module_and_nothing_else():
+    listed = _design_tree()
+    actual = {str(p.relative_to(REPO)) for pkg in (*PACKAGES, "scripts") for p in (REPO / pkg).rglob("*.py")}
+    assert {"agent/evaluation/core.py", "env/budget.py"} <= listed, "the tree parser found no paths"
+    assert sorted(actual - listed) == [], "missing from docs/DESIGN.md's tree"
+    assert sorted(listed - actual) == [], "listed in docs/DESIGN.md's tree but gone"
