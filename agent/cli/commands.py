@@ -26,6 +26,7 @@ from .common import (
     ratio_list,
     settings_from_args,
     task_from_args,
+    with_latency_batch,
 )
 from .deploy import DEPLOY_COMMANDS
 from .display import SENSITIVITY_HEADER, print_search_summary, print_table, sensitivity_rows
@@ -95,6 +96,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     out = _out_dir(args.out)
     task = task_from_args(args, progress=not args.quiet)
+    settings = with_latency_batch(args, settings, task.model, task.input_shape)
     with phase_bar("sensitivity", enabled=not args.quiet, unit="eval") as bar:
         profile = analyse_sensitivity(task, ratios=args.ratios, importance=args.importance, settings=settings,
                                       cache=not args.no_cache, progress=bar)
@@ -130,6 +132,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings = apply_evaluation(settings_from_args(args), pfile.evaluation, keep=given_eval_flags(args))
     constraints = constraints_from_args(args)
     task = task_from_args(args, progress=not args.quiet)
+    settings = with_latency_batch(args, settings, task.model, task.input_shape)
     pfile.policy.validate(get_engine(task).graph.unit_names())
     res = evaluate_policy(task, pfile.policy, settings=settings, constraints=constraints)
     stated = constraints.has_cost_target or constraints.max_acc_drop is not None
@@ -200,6 +203,10 @@ def _search(args: argparse.Namespace) -> int:
         precheck_targets(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
                          num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
                          ignore_layers=args.ignore_layers)
+        from ..tasks.models import build_model
+
+        settings = with_latency_batch(args, settings, build_model(args.model or "cnn1d", data.input_shape,
+                                                                  data.num_classes), data.input_shape)
         if settings.measure_latency and not args.no_latency_model:
             from ..search.feasibility import precheck_latency_floor
 
@@ -215,6 +222,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         precheck_targets(model_spec=task.spec.model, input_shape=task.input_shape, num_classes=task.num_classes,
                          constraints=constraints, max_ratio=args.max_ratio, ignore_layers=args.ignore_layers)
+        settings = with_latency_batch(args, settings, task.model, task.input_shape)
     outcome = run_search(task=task, out_dir=args.out, constraints=constraints, settings=settings, config=config,
                          final=final, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
                          latency_model=not args.no_latency_model)

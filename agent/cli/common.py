@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from ..constraints import Constraints, LatencyTarget
 
 if TYPE_CHECKING:  # torch-loading modules are imported inside the functions, so `--help` stays fast
+    from torch import nn
+
     from ..evaluation import EvalSettings
     from ..tasks.task import Task
 
@@ -93,7 +95,10 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="learning rate of the short fine-tune (default 0.01; evaluate: the policy file's)")
     g.add_argument("--eval-limit", type=int, default=None, help="score candidates on the first N val samples")
     g.add_argument("--device", default="cpu", help=DEVICE_HELP)
-    g.add_argument("--latency-batch", type=int, default=64, help="batch size of latency measurements")
+    g.add_argument("--latency-batch", type=_latency_batch, default="auto", metavar="N|auto",
+                   help="batch size of latency measurements (default auto: the smallest of 64, 128, 256 holding "
+                        "0.27 G dense multiply-adds, so per-call overhead does not hide what pruning saves; give "
+                        "your deployment batch, e.g. 1)")
     g.add_argument("--no-latency", action="store_true", help="do not time candidates (FLOPs-only studies)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch threads for training and timing (default: the cores free right now); part of the "
@@ -101,6 +106,44 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-tolerance", type=float, default=0.03,
                    help="paired latency rounds go on until the ratio's 90%% interval is within this relative "
                         "half-width (or a round cap is hit)")
+
+
+def _latency_batch(text: str) -> int | str:
+    """``--latency-batch``: a whole number >= 1, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto', got {text!r}: e.g. "
+                                         "--latency-batch 64")
+    return value
+
+
+def with_latency_batch(args: argparse.Namespace, settings: EvalSettings, model: nn.Module,
+                       input_shape: tuple[int, ...]) -> EvalSettings:
+    """``settings`` with ``--latency-batch auto`` resolved for ``model`` (unchanged for an explicit batch)."""
+    if getattr(args, "latency_batch", "auto") != "auto":
+        return settings
+    import dataclasses
+
+    import torch
+    import torch_pruning as tp
+
+    from ..measure.latency import auto_batch_size
+
+    try:
+        macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
+    except Exception as exc:  # noqa: BLE001 - a counter failure must not stop a model that runs
+        import warnings
+
+        warnings.warn(f"--latency-batch auto could not count the model's MACs ({type(exc).__name__}); timing at "
+                      f"batch {settings.latency.batch_size}: pass --latency-batch N to choose", stacklevel=2)
+        return settings
+    latency = dataclasses.replace(settings.latency, batch_size=auto_batch_size(float(macs)))
+    return dataclasses.replace(settings, latency=latency)
 
 
 def add_constraint_args(p: argparse.ArgumentParser) -> None:
@@ -137,7 +180,7 @@ def task_from_args(args: argparse.Namespace, *, progress: bool) -> Task:
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     """Evaluation settings from the parsed arguments (validated)."""
     from ..evaluation import EvalSettings
-    from ..measure.latency import LatencyConfig, resolve_device
+    from ..measure.latency import AUTO_BATCHES, LatencyConfig, resolve_device
     from ..pruning.importance import check_importance
 
     check_importance(args.importance)
@@ -145,7 +188,8 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     given = {k: v for k, v in (("finetune_steps", args.finetune_steps), ("finetune_lr", args.finetune_lr),
                                 ("seed", getattr(args, "seed", None))) if v is not None}
     threads = choose_threads(args.threads)
-    latency = LatencyConfig(batch_size=args.latency_batch, device=device, threads=threads,
+    batch = args.latency_batch if isinstance(args.latency_batch, int) else AUTO_BATCHES[0]  # auto: see with_latency_batch
+    latency = LatencyConfig(batch_size=batch, device=device, threads=threads,
                             tolerance=args.latency_tolerance)
     return EvalSettings(eval_limit=args.eval_limit, device=device, latency=latency,
                         measure_latency=not args.no_latency, **given)

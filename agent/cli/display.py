@@ -56,12 +56,13 @@ def _fmt(x: Any, spec: str = ".3f", suffix: str = "") -> str:
         return str(x)
 
 
-def _interval(best: dict[str, Any]) -> str:
-    """`` [lo-hi], N rounds, T threads`` of a paired latency measurement (empty for older summaries)."""
+def _interval(best: dict[str, Any], batch: int | None = None) -> str:
+    """`` [lo-hi], N rounds, T threads[, batch B]`` of a paired latency measurement (empty for older summaries)."""
     lo, hi = best.get("latency_ratio_lo"), best.get("latency_ratio_hi")
     if lo is None or hi is None:
         return ""
-    return f", 90% CI {lo:.3f}-{hi:.3f}, {best.get('latency_rounds')} paired rounds, {best.get('threads')} threads"
+    at = f", batch {batch}" if batch else ""
+    return f", 90% CI {lo:.3f}-{hi:.3f}, {best.get('latency_rounds')} paired rounds, {best.get('threads')} threads{at}"
 
 
 def print_search_summary(summary: dict[str, Any], *, out_dir: Path, checkpoint: str | None = None) -> None:
@@ -77,6 +78,7 @@ def print_search_summary(summary: dict[str, Any], *, out_dir: Path, checkpoint: 
     if best is None:
         _print_infeasible(summary, out_dir=out_dir, checkpoint=checkpoint)
         return
+    batch = (summary.get("latency_device") or {}).get("batch_size")
     rows = [
         ("val accuracy (search eval)", _fmt(dense.get("accuracy"), ".2f", "%"), _fmt(best["accuracy"], ".2f", "%")),
         ("val accuracy (final)", _fmt(final.get("dense_val_accuracy"), ".2f", "%"),
@@ -86,7 +88,7 @@ def print_search_summary(summary: dict[str, Any], *, out_dir: Path, checkpoint: 
         ("MACs", _fmt(dense.get("macs"), ".3g"), f"{_fmt(best['macs'], '.3g')} ({_fmt(best['flops_ratio'])}x)"),
         ("params", _fmt(dense.get("params"), ".3g"), f"{_fmt(best['params'], '.3g')} ({_fmt(best['params_ratio'])}x)"),
         ("latency", _fmt(best.get("dense_latency_ms", dense.get("latency_ms")), ".3f", " ms"),
-         f"{_fmt(best['latency_ms'], '.3f', ' ms')} ({_fmt(best['latency_ratio'])}x{_interval(best)})"),
+         f"{_fmt(best['latency_ms'], '.3f', ' ms')} ({_fmt(best['latency_ratio'])}x{_interval(best, batch)})"),
     ]
     print_table(f"{summary.get('method')}: best of {counts.get('total', 0)} evaluations "
                 f"({counts.get('feasible', 0)} feasible, {counts.get('failed', 0)} failed)", rows,

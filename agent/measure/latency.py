@@ -14,8 +14,14 @@ from torch import nn
 
 from ..errors import user_error
 
-__all__ = ["LatencyConfig", "LatencyStats", "PairedLatency", "NoisyMeasurementWarning", "measure_latency",
-           "measure_latency_ratio", "ratio_interval", "resolve_device"]
+__all__ = ["AUTO_BATCHES", "AUTO_BATCH_MACS", "LatencyConfig", "LatencyStats", "PairedLatency",
+           "NoisyMeasurementWarning", "auto_batch_size", "measure_latency", "measure_latency_ratio", "ratio_interval",
+           "resolve_device"]
+
+AUTO_BATCHES = (64, 128, 256)
+"""Batch sizes ``--latency-batch auto`` chooses from."""
+AUTO_BATCH_MACS = 2**28
+"""Dense multiply-adds (about 0.27 G) a timed batch should hold before ``auto`` stops growing it."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -31,6 +37,24 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise user_error("unsupported device", str(device), "use cpu or cuda")
     return dev
+
+
+def auto_batch_size(dense_macs: float) -> int:
+    """The smallest of :data:`AUTO_BATCHES` whose batch holds :data:`AUTO_BATCH_MACS` of dense work (else the largest).
+
+    A small model timed at a small batch is bound by per-call overhead (dispatch, allocation), which pruning cannot
+    remove: its latency ratio then stays far above its FLOPs ratio. A batch with a fixed minimum of work amortises
+    the overhead; larger models keep the smallest batch. The rule depends on the model only (MACs per sample), not
+    on the machine's load, so a quiet and a busy run time the same batch.
+
+    Example:
+        >>> auto_batch_size(1.9e6), auto_batch_size(50e6)  # MACs per sample: the default 1-D CNN, a mid-size CNN
+        (256, 64)
+    """
+    for batch in AUTO_BATCHES:
+        if batch * dense_macs >= AUTO_BATCH_MACS:
+            return batch
+    return AUTO_BATCHES[-1]
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,7 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
         "method": session.config.method, "task": dataclasses.asdict(task.spec), "task_fingerprint": task.fingerprint,
         "constraints": session.constraints.to_dict(), "counts": counts, "units": session.unit_names,
         "dense": dataclasses.asdict(get_engine(task).dense(settings)) if ok else None,
+        "latency_device": {"device": lat.device, "batch_size": lat.batch_size, "threads": lat.threads},
         "wall_s": round(time.monotonic() - session.started, 3), **(extra_summary or {}),
     }
     earlier = earlier_sessions or []
