@@ -34,7 +34,7 @@ def _search(out: Path, args: Sequence[str]) -> dict[str, object]:
             "error": proc.stderr.strip().splitlines()[-1][:200] if proc.returncode not in (0, 1) and proc.stderr else ""}
 
 
-def under_load(*, out: Path, method: str, target: str, threads: int, batch: int,
+def under_load(*, out: Path, method: str, target: str, threads: int, batch: int | str,
                extra: Sequence[str] = ()) -> list[dict[str, object]]:
     """Run the same search quiet, then with one busy loop on one core (killed afterwards)."""
     args = ["--method", method, "--latency-target", target, "--threads", str(threads),

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ld.add_argument("--method", default="greedy")
     ld.add_argument("--latency-target", default="0.6")
     ld.add_argument("--threads", type=int, default=1)
-    ld.add_argument("--latency-batch", type=int, default=64)
+    ld.add_argument("--latency-batch", default="auto", help="N or auto (the search's default)")
     ld.add_argument("--trials", type=int, default=None)
     pq = sub.add_parser("paired", help="seeded, paired quality on the headroom tasks: intervals, verdicts, recovery")
     pq.add_argument("--tasks", default="mnist1d-hard,resnet-digits,mobile-digits")
