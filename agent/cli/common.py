@@ -117,7 +117,7 @@ def _latency_batch(text: str) -> int | str:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto', got {text!r}: e.g. "
+        raise argparse.ArgumentTypeError(f"latency batch must be a whole number >= 1 or 'auto', got {text!r}: e.g. "
                                          "--latency-batch 64")
     return value
 
