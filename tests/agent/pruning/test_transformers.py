@@ -1,0 +1,82 @@
+"""The ``heads`` and ``mlp`` kinds on each transformer family: whole heads by index, attributes, exact costs."""
+
+import numpy as np
+import pytest
+import torch
+import torch_pruning as tp
+
+from agent.outputs import logits_of
+from agent.pruning import PruningGraph, compute_importance
+from agent.pruning.kinds import get_kind
+
+from . import transformer_models as M
+
+FAMILIES = ["timm_vit", "hf_bert", "hf_vit"]
+
+
+def _graph(name):
+    torch.manual_seed(0)
+    model = getattr(M, name)().eval()
+    return model, PruningGraph(model, M.example(name))
+
+
+def _heads(graph):
+    kind = get_kind("heads")
+    return [(u, kind.layer_of(graph, u)) for u in graph.units if u.kind == "heads"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_heads_and_mlp_units_with_the_residual_kept_whole(name):
+    model, g = _graph(name)
+    kinds = [u.kind for u in g.units]
+    assert kinds.count("heads") == 2 and kinds.count("mlp") == 2 and "channels" not in kinds[:-1]
+    assert any("residual width" in why for why in g.kept_whole.values())
+    for unit, layer in _heads(g):
+        assert unit.elements == layer.heads == 4
+    x = M.example(name)
+    with torch.no_grad():  # nothing pruned: the very same outputs
+        assert torch.equal(logits_of(g.apply({})(x)), logits_of(model(x)))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_kept_heads_are_whole_original_heads_by_index(name):
+    model, g = _graph(name)
+    scores = compute_importance(g, "l2")
+    plan = g.select(scores, {u.name: 0.5 for u, _ in _heads(g)})
+    pruned = g.apply(plan)
+    dense_mods, pruned_mods = dict(model.named_modules()), dict(pruned.named_modules())
+    for unit, layer in _heads(g):
+        d = layer.head_dim
+        dropped = set(plan[unit.name].tolist())
+        dropped_heads = sorted({(r % (layer.heads * d)) // d for r in dropped})
+        kept = [h for h in range(layer.heads) if h not in dropped_heads]
+        assert len(kept) == 2
+        rows = np.concatenate([np.arange(h * d, (h + 1) * d) for h in kept])
+        for proj in layer.projections:  # q, k, v rows of the pruned model are exactly the kept heads' rows
+            dense_w, w = dense_mods[proj].weight, pruned_mods[proj].weight
+            blocks = 3 if layer.packed else 1
+            width = layer.heads * d
+            want = torch.cat([dense_w[b * width + rows] for b in range(blocks)])
+            assert torch.equal(w, want)
+        attn = pruned_mods[layer.name]
+        for attr in ("num_heads", "num_attention_heads"):
+            if hasattr(attn, attr):
+                assert getattr(attn, attr) == 2
+        if hasattr(attn, "all_head_size"):
+            assert attn.all_head_size == 2 * d
+    x = torch.cat([M.example(name)] * 2)
+    assert logits_of(pruned(x)).shape[0] == 2
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_predicted_costs_equal_the_counted_ones_on_mixed_policies(name):
+    _, g = _graph(name)
+    scores = compute_importance(g, "l1")
+    x = M.example(name)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        ratios = {u.name: float(rng.uniform(0, 0.8)) for u in g.units}
+        plan = g.select(scores, ratios)
+        macs, params = tp.utils.count_ops_and_params(g.apply(plan), x)
+        assert g.predict_macs(plan) == pytest.approx(macs, rel=1e-9)
+        assert g.predict_params(plan) == pytest.approx(params, rel=1e-9)
