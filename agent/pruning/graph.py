@@ -76,7 +76,13 @@ class PruningGraph:
             self.kept_whole[name] = "kept whole by --ignore-layers"
         self.candidates: dict[str, tp.dependency.Group] = {}
         """Root layer -> Torch-Pruning group of every group offered to the unit kinds."""
-        for root, group in self._all_groups({self.modules[n] for n in ignored_names}):
+        own: dict[str, tp.dependency.Group] = {}
+        for kind in kinds_in_order():
+            own.update(kind.own_groups(self))
+        reserved = {it.dep.target.module for group in own.values() for it in group
+                    if self.dg.is_out_channel_pruning_fn(it.dep.handler)}
+        for root, group in [*self._all_groups({self.modules[n] for n in ignored_names} | reserved),
+                            *((self.modules[n], g) for n, g in own.items())]:
             reason = group_barrier(group, self.barriers)
             if reason is not None:
                 self.kept_whole[self.name_of[root]] = f"Torch-Pruning can't follow its channels ({reason})"

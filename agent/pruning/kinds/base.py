@@ -49,6 +49,16 @@ class UnitKind(ABC):
             (the one importance criteria score; its root channels are the unit's root coordinates).
         """
 
+    def own_groups(self, graph: PruningGraph) -> dict[str, tp.dependency.Group]:
+        """Groups this kind forms itself, root layer name -> group, for layers Torch-Pruning can't group.
+
+        Asked before Torch-Pruning forms its groups; the layers whose outputs these groups prune are not used as
+        roots by it, and the groups are offered like its own. Default none (``heads`` forms grouped-query
+        attention's, whose ``repeat_kv`` Torch-Pruning's index mapping can't follow).
+        """
+        del graph
+        return {}
+
     def keep_whole(self, graph: PruningGraph, offered: Mapping[str, tp.dependency.Group]) -> dict[str, str]:
         """Offered roots no kind may prune, with why (asked before any claim); default none.
 

@@ -121,7 +121,37 @@ def _group_of(graph: PruningGraph, layer: AttentionLayer,
                  for p in layer.projections)
         return [root] if ok else None
     del k, v, kv_width
-    return None  # grouped-query attention: see _gqa_roots (not offered as one group by Torch-Pruning)
+    if len(roots) != 1 or roots[0][0] != q:  # grouped-query attention: the group HeadsKind.own_groups formed
+        return None
+    return [q]
+
+
+def _gqa_group(graph: PruningGraph, layer: AttentionLayer, out_proj: str) -> tp.dependency.Group:
+    """Grouped-query attention's group, rooted at the query projection: element = one KV group.
+
+    Root ``r`` (a query channel) belongs to query head ``r // head_dim``, which reads KV head ``r // (group *
+    head_dim)``; the key / value rows of that KV head go with it, so each key / value row is named by the
+    ``group`` query heads that read it.
+    """
+    from torch_pruning._helpers import GroupItem as TPItem
+
+    dg = graph.dg
+    q, k, v = (graph.modules[n] for n in layer.projections)
+    d, per = layer.head_dim, layer.heads // layer.kv_heads
+    roots = np.arange(layer.heads * d)
+    kv_rows = (roots // (per * d)) * d + roots % d
+    group = tp.dependency.Group()
+    group._DG = dg
+    trigger = dg.get_pruner_of_module(q).prune_out_channels
+    for module, out, rows in ((q, True, roots), (k, True, kv_rows), (v, True, kv_rows),
+                              (graph.modules[out_proj], False, roots)):
+        pruner = dg.get_pruner_of_module(module)
+        handler = pruner.prune_out_channels if out else pruner.prune_in_channels
+        dep = tp.dependency.Dependency(trigger, handler, dg.module2node[q], dg.module2node[module])
+        item = TPItem(dep, rows.tolist())  # plain indices plus their roots, as Torch-Pruning's groups hold them
+        item.root_idxs = roots.tolist()
+        group.items.append(item)
+    return group
 
 
 class HeadsKind(UnitKind):
@@ -153,6 +183,18 @@ class HeadsKind(UnitKind):
                 claims.append(tuple(roots))
         return claims
 
+    def own_groups(self, graph: PruningGraph) -> dict[str, tp.dependency.Group]:
+        """Grouped-query attention layers' groups (Torch-Pruning's mapping can't follow ``repeat_kv``)."""
+        out = {}
+        for layer in self.layers(graph).values():
+            o_proj = f"{layer.name}.o_proj" if layer.name else "o_proj"
+            if layer.kv_heads >= layer.heads or layer.heads % layer.kv_heads or o_proj not in graph.modules \
+                    or any(p in graph.user_ignored for p in layer.projections) \
+                    or not all(graph.modules[n] in graph.dg.module2node for n in (*layer.projections, o_proj)):
+                continue
+            out[layer.projections[0]] = _gqa_group(graph, layer, o_proj)
+        return out
+
     def keep_whole(self, graph: PruningGraph, offered: Mapping[str, tp.dependency.Group]) -> dict[str, str]:
         """The residual width: any group that prunes an attention projection's inputs (no ``embed`` kind yet)."""
         projections = {p for layer in self.layers(graph).values() for p in layer.projections}
@@ -165,7 +207,9 @@ class HeadsKind(UnitKind):
         layer = self.layers(graph)[root.rpartition(".")[0]]
         group = graph.candidates[root]
         unit = describe_group(graph, graph.modules[root], group, kind=self.name)
-        unit.channel_groups, unit.element_size = (3 if layer.packed else 1), layer.head_dim
+        # an element: one head, or under grouped-query attention one KV group with its query heads
+        unit.channel_groups = 3 if layer.packed else 1
+        unit.element_size = layer.head_dim * (layer.heads // layer.kv_heads)
         items = group_items(graph, group)
         width = layer.heads * layer.head_dim  # bookkeeping: a counted block's cost follows its kept heads (its
         items.append(GroupItem(layer.name, False, None, 0, False, np.arange(width), np.arange(width)))  # inner width)
@@ -194,20 +238,21 @@ class HeadsKind(UnitKind):
         attention = self.layers(graph).get(layer)
         if attention is None:
             return super().cost_factor(graph, layer, kin, kout, metric=metric)
-        kept = round(kin * attention.heads)  # the block's inner width (its output is the residual, kept whole)
+        elements = attention.kv_heads  # heads, or KV groups under grouped-query attention
+        kept = round(kin * elements)  # of the block's inner width (its output is the residual, kept whole)
         macs, params = self._block_cost(graph, attention, kept)
-        dense_macs, dense_params = self._block_cost(graph, attention, attention.heads)
+        dense_macs, dense_params = self._block_cost(graph, attention, elements)
         value, dense = (macs, dense_macs) if metric == "macs" else (params, dense_params)
         return value / dense if dense else 1.0
 
     def _block_cost(self, graph: PruningGraph, layer: AttentionLayer, kept: int) -> tuple[float, float]:
-        """Torch-Pruning's count of the attention block alone with ``kept`` heads: its own MACs and parameters."""
+        """Torch-Pruning's count of the block alone with ``kept`` elements (heads / KV groups): own MACs, params."""
         cache = self._costs.setdefault(graph, {})
         if (layer.name, kept) not in cache:
             from ..copies import shared_copy
 
             unit = next(u for u in graph.units if u.kind == self.name and self.layer_of(graph, u) == layer)
-            drop = np.arange(layer.heads - kept) if kept < layer.heads else np.arange(0)
+            drop = np.arange(unit.elements - kept)
             plan = {unit.name: self.to_roots(unit, drop)} if len(drop) else {}
             model = graph.apply_to(shared_copy(graph.model), plan)
             block = dict(model.named_modules())[layer.name]
@@ -220,10 +265,11 @@ class HeadsKind(UnitKind):
         return cache[(layer.name, kept)]
 
 
-def _block_inputs(graph: PruningGraph, name: str) -> tuple[torch.Tensor, ...]:
-    """The positional inputs the attention module ``name`` gets in the example forward."""
-    seen: list[tuple[torch.Tensor, ...]] = []
-    handle = graph.modules[name].register_forward_hook(lambda m, args, out: seen.append(args))
+def _block_inputs(graph: PruningGraph, name: str) -> tuple[torch.Tensor, ...] | dict[str, object]:
+    """The inputs the attention module ``name`` gets in the example forward (positional, else by keyword)."""
+    seen: list[tuple[torch.Tensor, ...] | dict[str, object]] = []
+    handle = graph.modules[name].register_forward_hook(lambda m, args, kwargs, out: seen.append(args or kwargs),
+                                                       with_kwargs=True)
     try:
         with torch.no_grad():
             graph.model(graph.example_input)

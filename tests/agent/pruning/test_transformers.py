@@ -11,7 +11,7 @@ from agent.pruning.kinds import get_kind
 
 from . import transformer_models as M
 
-FAMILIES = ["timm_vit", "hf_bert", "hf_vit"]
+FAMILIES = ["timm_vit", "hf_bert", "hf_vit", "hf_llama"]
 
 
 def _graph(name):
@@ -32,7 +32,7 @@ def test_heads_and_mlp_units_with_the_residual_kept_whole(name):
     assert kinds.count("heads") == 2 and kinds.count("mlp") == 2 and "channels" not in kinds[:-1]
     assert any("residual width" in why for why in g.kept_whole.values())
     for unit, layer in _heads(g):
-        assert unit.elements == layer.heads == 4
+        assert layer.heads == 4 and unit.elements == layer.kv_heads == (2 if name == "hf_llama" else 4)
     x = M.example(name)
     with torch.no_grad():  # nothing pruned: the very same outputs
         assert torch.equal(logits_of(g.apply({})(x)), logits_of(model(x)))
@@ -40,30 +40,38 @@ def test_heads_and_mlp_units_with_the_residual_kept_whole(name):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_kept_heads_are_whole_original_heads_by_index(name):
+    """q / k / v rows of the pruned model are exactly the kept heads' dense rows (GQA: whole KV groups)."""
     model, g = _graph(name)
     scores = compute_importance(g, "l2")
     plan = g.select(scores, {u.name: 0.5 for u, _ in _heads(g)})
     pruned = g.apply(plan)
     dense_mods, pruned_mods = dict(model.named_modules()), dict(pruned.named_modules())
     for unit, layer in _heads(g):
-        d = layer.head_dim
-        dropped = set(plan[unit.name].tolist())
-        dropped_heads = sorted({(r % (layer.heads * d)) // d for r in dropped})
-        kept = [h for h in range(layer.heads) if h not in dropped_heads]
-        assert len(kept) == 2
-        rows = np.concatenate([np.arange(h * d, (h + 1) * d) for h in kept])
-        for proj in layer.projections:  # q, k, v rows of the pruned model are exactly the kept heads' rows
+        d, per = layer.head_dim, layer.heads // layer.kv_heads
+        assert unit.elements == layer.kv_heads and unit.element_size == d * per
+        block = unit.channels // unit.channel_groups
+        dropped = plan[unit.name]
+        gone = sorted({int(r % block) // unit.element_size for r in dropped})
+        assert len(dropped) == len(gone) * unit.granule  # only whole elements go
+        kept = [e for e in range(unit.elements) if e not in gone]
+        assert len(kept) == unit.elements // 2
+        q_rows = np.concatenate([np.arange(e * per * d, (e + 1) * per * d) for e in kept])
+        kv_rows = np.concatenate([np.arange(e * d, (e + 1) * d) for e in kept])
+        for i, proj in enumerate(layer.projections):
             dense_w, w = dense_mods[proj].weight, pruned_mods[proj].weight
-            blocks = 3 if layer.packed else 1
-            width = layer.heads * d
-            want = torch.cat([dense_w[b * width + rows] for b in range(blocks)])
-            assert torch.equal(w, want)
+            if layer.packed:
+                want = torch.cat([dense_w[b * block + q_rows] for b in range(3)])
+            else:
+                want = dense_w[q_rows if i == 0 else kv_rows]
+            assert torch.equal(w, want), proj
         attn = pruned_mods[layer.name]
         for attr in ("num_heads", "num_attention_heads"):
             if hasattr(attn, attr):
-                assert getattr(attn, attr) == 2
+                assert getattr(attn, attr) == len(kept) * per
         if hasattr(attn, "all_head_size"):
-            assert attn.all_head_size == 2 * d
+            assert attn.all_head_size == len(kept) * per * d
+        if hasattr(attn, "num_key_value_groups"):
+            assert attn.num_key_value_groups == per
     x = torch.cat([M.example(name)] * 2)
     assert logits_of(pruned(x)).shape[0] == 2
 
