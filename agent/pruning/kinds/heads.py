@@ -196,11 +196,18 @@ class HeadsKind(UnitKind):
         return out
 
     def keep_whole(self, graph: PruningGraph, offered: Mapping[str, tp.dependency.Group]) -> dict[str, str]:
-        """The residual width: any group that prunes an attention projection's inputs (no ``embed`` kind yet)."""
+        """The residual width and every ``nn.MultiheadAttention``'s heads (named, so the user learns why).
+
+        The residual is any group that prunes an attention projection's inputs (no ``embed`` kind yet).
+        """
         projections = {p for layer in self.layers(graph).values() for p in layer.projections}
-        return {root: "the residual width of a transformer is kept whole (heads and MLP widths are pruned)"
-                for root, group in offered.items()
-                if any(not it.is_out and it.target in projections for it in group_items(graph, group))}
+        whole = {root: "the residual width of a transformer is kept whole (heads and MLP widths are pruned)"
+                 for root, group in offered.items()
+                 if any(not it.is_out and it.target in projections for it in group_items(graph, group))}
+        whole.update({name: "heads of nn.MultiheadAttention are kept whole: its inner width is tied to its "
+                            "embed_dim (the residual), so a head can't go without a module swap"
+                      for name, m in graph.modules.items() if isinstance(m, nn.MultiheadAttention)})
+        return whole
 
     def build(self, graph: PruningGraph, roots: tuple[str, ...]) -> tuple[PrunableUnit, list[GroupItem]]:  # noqa: D102
         root = roots[0]

@@ -88,3 +88,20 @@ def test_predicted_costs_equal_the_counted_ones_on_mixed_policies(name):
         macs, params = tp.utils.count_ops_and_params(g.apply(plan), x)
         assert g.predict_macs(plan) == pytest.approx(macs, rel=1e-9)
         assert g.predict_params(plan) == pytest.approx(params, rel=1e-9)
+
+
+def test_torchvision_vit_prunes_its_mlp_widths_and_says_why_its_heads_stay():
+    """nn.MultiheadAttention ties its inner width to the residual: its heads stay whole, named in kept_whole."""
+    model, g = _graph("tv_vit")
+    assert [u.kind for u in g.units] == ["mlp", "mlp"]
+    assert any("MultiheadAttention" in why for name, why in g.kept_whole.items() if name.endswith("self_attention"))
+    x = M.example("tv_vit")
+    scores = compute_importance(g, "l2")
+    plan = g.select(scores, dict.fromkeys(g.unit_names(), 0.5))
+    pruned = g.apply(plan)
+    assert pruned.encoder.layers[0].mlp[0].out_features == 64
+    macs, params = tp.utils.count_ops_and_params(pruned, x)
+    assert g.predict_macs(plan) == pytest.approx(macs, rel=1e-9)
+    assert g.predict_params(plan) == pytest.approx(params, rel=1e-9)
+    with torch.no_grad():
+        assert torch.equal(g.apply({})(x), model(x))
