@@ -15,6 +15,8 @@ feature                 meaning                                                 
 ``stride``              stride / the largest over units                                                [0, 1]
 ``flops_share``         share of dense MACs in the layers the unit touches                             [0, 1]
 ``params_share``        share of dense parameters in the layers the unit touches                       [0, 1]
+``kind``                unit kind: its position in ``kind_names()`` / (kinds - 1), e.g. heads 0,       [0, 1]
+                        mlp 0.5, channels 1
 ``drop@r`` (one per r)  MEASURED accuracy drop (points) when this unit alone is pruned at analysed     [-1, 1]
                         ratio ``r`` (``analyse_sensitivity``, cached), squashed as
                         ``sign(d) * log1p(|d|) / log1p(100)``
@@ -40,10 +42,12 @@ import numpy as np
 
 from agent.evaluation.sensitivity import SensitivityProfile
 from agent.pruning.graph import PrunableUnit
+from agent.pruning.kinds import kind_names
 
 __all__ = ["UNIT_FEATURES", "BUDGET_FEATURES", "feature_names", "unit_features", "observation", "squash_drop"]
 
-UNIT_FEATURES = ("index", "type", "in_channels", "out_channels", "kernel", "stride", "flops_share", "params_share")
+UNIT_FEATURES = ("index", "type", "in_channels", "out_channels", "kernel", "stride", "flops_share", "params_share",
+                 "kind")
 """AMC's layer embedding (the sensitivity features follow them)."""
 BUDGET_FEATURES = ("reduced", "remaining", "prev_action", "wall_low", "wall_high", "target")
 """Budget-progress features (after ``latency_share``)."""
@@ -70,10 +74,13 @@ def unit_features(units: Sequence[PrunableUnit], profile: SensitivityProfile) ->
     max_k = max(g[2] for g in geo) or 1
     max_s = max(g[3] for g in geo) or 1
     measured_latency = any(profile.latency_share.get(u.name, 0.0) > 0 for u in units)
+    kinds = kind_names()
+    kinds += sorted({u.kind for u in units} - set(kinds))  # a kind unregistered since its graph was built
     rows = []
     for u, (kind, cin, kernel, stride) in zip(units, geo, strict=True):
         embed = [u.index / (n - 1) if n > 1 else 0.0, _TYPE_CODE.get(kind, 0.0), cin / max_in, u.channels / max_out,
-                 kernel / max_k, stride / max_s, u.macs_share, u.params_share]
+                 kernel / max_k, stride / max_s, u.macs_share, u.params_share,
+                 kinds.index(u.kind) / max(1, len(kinds) - 1)]
         drops = [squash_drop(d) for d in profile.drops(u.name)]
         lat = profile.latency_share.get(u.name, 0.0) if measured_latency else u.macs_share
         rows.append([*embed, *drops, lat])

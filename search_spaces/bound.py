@@ -164,7 +164,8 @@ def _matches(key: str, names: Sequence[str]) -> list[str]:
 
 def bind_space(space: SearchSpace, *, unit_names: Sequence[str], min_ratio: float = 0.0,
                max_ratio: float = DEFAULT_MAX_RATIO,
-               importance: str = "l2", round_to: int | None = None) -> BoundSpace:
+               importance: str = "l2", round_to: int | None = None,
+               unit_kinds: Mapping[str, str] | None = None) -> BoundSpace:
     """Resolve ``space`` for a task.
 
     Args:
@@ -174,9 +175,11 @@ def bind_space(space: SearchSpace, *, unit_names: Sequence[str], min_ratio: floa
         max_ratio: Default upper ratio bound (``SearchConfig.max_ratio``).
         importance: Criterion used when the space offers no choice.
         round_to: Channel rounding copied into every policy.
+        unit_kinds: Unit name -> its kind (``PrunableUnit.kind``), for the space's ``kinds`` bounds.
 
     Raises:
-        UserInputError: A unit key matching no unit, or a group whose members' bounds do not overlap.
+        UserInputError: A unit key matching no unit, a kind bound without ``unit_kinds`` or naming a kind no unit
+            has, or a group whose members' bounds do not overlap.
     """
     names = list(unit_names)
     check_importance(importance)
@@ -188,6 +191,15 @@ def bind_space(space: SearchSpace, *, unit_names: Sequence[str], min_ratio: floa
         raise user_error(f"search space {space.name!r}: low bound above high bound:", list(default),
                          "set 'low' / 'high' in the space or --min-ratio / --max-ratio consistently")
     bounds = dict.fromkeys(names, default)
+    if space.kinds and unit_kinds is None:
+        raise user_error(f"search space {space.name!r} bounds unit kinds, but the caller gave no kinds:",
+                         sorted(space.kinds), "bind it with unit_kinds={unit: kind} (the engine's units)")
+    for kind, pair in space.kinds.items():
+        hits = [u for u in names if (unit_kinds or {}).get(u) == kind]
+        if not hits:
+            raise user_error(f"search space {space.name!r} bounds a unit kind the model does not have:", kind,
+                             f"kinds here: {', '.join(sorted(set((unit_kinds or {}).values())))}")
+        bounds.update(dict.fromkeys(hits, pair))
     for key, pair in space.units.items():
         hits = _matches(key, names)
         if not hits:

@@ -117,6 +117,8 @@ class SearchSpace:
     """Default upper bound (ratio mode default: ``SearchConfig.max_ratio``, must be < 1; threshold: 1)."""
     units: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     """Per-unit bounds, keyed by exact unit name or glob (``layer3.*``); ``[x, x]`` fixes a unit at ``x``."""
+    kinds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Per-unit-kind bounds (``{heads: [0, 0.5], mlp: [0, 0.7]}``); a ``units`` entry overrides them."""
     groups: tuple[GroupRule, ...] = ()
     """Grouping rules: units of one group share a value (fewer dimensions); unmatched units stay alone."""
     step: float | None = None
@@ -150,6 +152,18 @@ class SearchSpace:
                                  "e.g. [0.0, 0.5] (or one number to fix the unit)")
             units[str(key)] = _check_bounds(f"bounds of unit {key!r}", pair[0], pair[1], self.mode)
         put(self, "units", units)
+        kinds: dict[str, tuple[float, float]] = {}
+        if not isinstance(self.kinds, Mapping):
+            raise user_error("search space: 'kinds' must map unit kinds to [low, high], got", self.kinds,
+                             "write kinds: {heads: [0.0, 0.5], mlp: [0.0, 0.7]}")
+        for key, value in self.kinds.items():
+            pair = _tuple(value)
+            pair = (pair[0], pair[0]) if len(pair) == 1 else pair
+            if len(pair) != 2:
+                raise user_error(f"search space: bounds of kind {key!r} must be [low, high], got", value,
+                                 "e.g. [0.0, 0.5] (or one number to fix every unit of the kind)")
+            kinds[str(key)] = _check_bounds(f"bounds of kind {key!r}", pair[0], pair[1], self.mode)
+        put(self, "kinds", kinds)
         rules = []
         for rule in _tuple(self.groups) if not isinstance(self.groups, GroupRule) else (self.groups,):
             rules.append(rule if isinstance(rule, GroupRule) else _rule_from(rule))
@@ -183,6 +197,7 @@ class SearchSpace:
         return {
             "name": self.name, "description": self.description, "mode": self.mode, "low": self.low,
             "high": self.high, "units": {k: list(v) for k, v in self.units.items()},
+            "kinds": {k: list(v) for k, v in self.kinds.items()},
             "groups": [{"pattern": g.pattern, "name": g.name} for g in self.groups], "step": self.step,
             "importance": list(self.importance), "finetune_steps": list(self.finetune_steps),
             "finetune_lr": list(self.finetune_lr),
@@ -210,10 +225,11 @@ class SearchSpace:
             raise UserInputError(f"search space: invalid value ({exc}): check the types in the definition") from None
 
     def bind(self, *, unit_names: Sequence[str], min_ratio: float = 0.0, max_ratio: float = DEFAULT_MAX_RATIO,
-             importance: str = "l2", round_to: int | None = None) -> BoundSpace:
+             importance: str = "l2", round_to: int | None = None,
+             unit_kinds: Mapping[str, str] | None = None) -> BoundSpace:
         """Resolve the space against a task's units (see :func:`search_spaces.bound.bind_space`)."""
         return bind_space(self, unit_names=unit_names, min_ratio=min_ratio, max_ratio=max_ratio,
-                          importance=importance, round_to=round_to)
+                          importance=importance, round_to=round_to, unit_kinds=unit_kinds)
 
 
 def _rule_from(item: Any) -> GroupRule:

@@ -20,7 +20,7 @@ from .units import LayerDims
 if TYPE_CHECKING:
     from .graph import PruningGraph
 
-__all__ = ["channel_cost_factor", "is_depthwise", "kept_fraction", "layer_dims", "predict_cost"]
+__all__ = ["channel_cost_factor", "is_depthwise", "kept_fraction", "layer_cost_factor", "layer_dims", "predict_cost"]
 
 
 def is_depthwise(layer: nn.Module) -> bool:
@@ -28,17 +28,30 @@ def is_depthwise(layer: nn.Module) -> bool:
     return isinstance(layer, nn.modules.conv._ConvNd) and layer.groups > 1 and layer.groups == layer.in_channels
 
 
-def channel_cost_factor(layer: nn.Module, kin: float, kout: float) -> float:
+def channel_cost_factor(layer: nn.Module, kin: float, kout: float, *, bias_share: float | None = None) -> float:
     """Fraction of ``layer``'s cost left when ``kin`` / ``kout`` of its in / out channels survive.
 
-    A conv / linear weight scales with in x out and its bias (one term per output) with out; a depthwise conv,
-    a norm layer and any other op with the narrower side.
+    A conv / linear weight scales with in x out and its bias with out (``bias_share`` of the cost; default one
+    term per output, as for parameters); a depthwise conv, a norm layer and any other op with the narrower side.
     """
     if isinstance(layer, PRUNABLE_TYPES) and not is_depthwise(layer):
         fan_in = layer.weight[0].numel()
-        bias = 1.0 / (fan_in + 1) if layer.bias is not None else 0.0
+        bias = 0.0 if layer.bias is None else 1.0 / (fan_in + 1) if bias_share is None else bias_share
         return (1.0 - bias) * kin * kout + bias * kout
     return min(kin, kout)
+
+
+def layer_cost_factor(graph: PruningGraph, layer: str, kin: float, kout: float, *, metric: str = "macs") -> float:
+    """:func:`channel_cost_factor` of a dense layer for ``metric`` (``"macs"`` or ``"params"``).
+
+    Torch-Pruning counts a linear layer's bias MACs once per call, not per token: on a ``[batch, tokens,
+    features]`` input its share is ``out_features`` of the layer's counted MACs.
+    """
+    module = graph.modules[layer]
+    share = None
+    if metric == "macs" and isinstance(module, nn.Linear) and module.bias is not None and graph.layer_macs.get(layer):
+        share = module.out_features / graph.layer_macs[layer]
+    return channel_cost_factor(module, kin, kout, bias_share=share)
 
 
 def kept_fraction(graph: PruningGraph, layer: str, side: str, pruned: Mapping[str, np.ndarray]) -> float:
@@ -53,8 +66,8 @@ def kept_fraction(graph: PruningGraph, layer: str, side: str, pruned: Mapping[st
 
 
 def predict_cost(graph: PruningGraph, pruned: Mapping[str, np.ndarray], per_layer: Mapping[str, float],
-                 dense: float) -> float:
-    """Cost (``per_layer`` MACs or parameters summed) of the model ``graph.apply(pruned)`` would return."""
+                 dense: float, *, metric: str = "macs") -> float:
+    """Cost (``per_layer`` MACs or parameters, as ``metric`` names) of the model ``graph.apply(pruned)`` returns."""
     total = dense
     out_keep: dict[str, float] = {}
     for layer in graph.dims:
@@ -64,8 +77,8 @@ def predict_cost(graph: PruningGraph, pruned: Mapping[str, np.ndarray], per_laye
         if base == 0.0:
             continue
         kind = graph.layer_kinds.get(layer)
-        factor = kind.cost_factor(graph, layer, kin, kout) if kind is not None \
-            else channel_cost_factor(graph.modules[layer], kin, kout)
+        factor = kind.cost_factor(graph, layer, kin, kout, metric=metric) if kind is not None \
+            else layer_cost_factor(graph, layer, kin, kout, metric=metric)
         total -= base * (1.0 - factor)
     for layer, sources in graph.followers.items():  # activations / pooling scale with their input's width
         width = sum(n for _, n in sources)

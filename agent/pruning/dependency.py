@@ -20,6 +20,8 @@ import torch_pruning as tp
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..outputs import logits_of
+
 __all__ = ["DependencyBuild", "MappingRunaway", "barrier_aware", "build_dependency", "group_barrier",
            "tolerant_mappings"]
 
@@ -166,7 +168,7 @@ def build_dependency(model: nn.Module, example_input: torch.Tensor, *,
     """
     failed: dict[object, str] = {}
     with barrier_aware(failed):
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input,
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, output_transform=logits_of,
                                                    customized_pruners=customized_pruners, verbose=False)
     return DependencyBuild(dg, failed)
 

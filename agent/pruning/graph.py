@@ -76,7 +76,13 @@ class PruningGraph:
             self.kept_whole[name] = "kept whole by --ignore-layers"
         self.candidates: dict[str, tp.dependency.Group] = {}
         """Root layer -> Torch-Pruning group of every group offered to the unit kinds."""
-        for root, group in self._all_groups({self.modules[n] for n in ignored_names}):
+        own: dict[str, tp.dependency.Group] = {}
+        for kind in kinds_in_order():
+            own.update(kind.own_groups(self))
+        reserved = {it.dep.target.module for group in own.values() for it in group
+                    if self.dg.is_out_channel_pruning_fn(it.dep.handler)}
+        for root, group in [*self._all_groups({self.modules[n] for n in ignored_names} | reserved),
+                            *((self.modules[n], g) for n, g in own.items())]:
             reason = group_barrier(group, self.barriers)
             if reason is not None:
                 self.kept_whole[self.name_of[root]] = f"Torch-Pruning can't follow its channels ({reason})"
@@ -117,6 +123,10 @@ class PruningGraph:
         """
         order = self._order
         offered = dict(self.candidates)
+        for kind in kinds_in_order():
+            for root, reason in kind.keep_whole(self, dict(offered)).items():
+                self.kept_whole[root] = reason
+                offered.pop(root, None)
         for kind in kinds_in_order():
             for roots in kind.claim(self, dict(offered)):
                 taken = [r for r in roots if r not in offered] if roots else ["an empty unit"]
@@ -181,7 +191,10 @@ class PruningGraph:
             self.model, self.example_input, layer_wise=True)
         self.dense_macs, self.dense_params = float(macs), float(params)
         self.layer_macs = {self.name_of[m]: float(v) for m, v in layer_macs.items() if v and m in self.name_of}
-        self.layer_params = {self.name_of[m]: float(v) for m, v in layer_params.items() if v and m in self.name_of}
+        # Torch-Pruning counts a hooked container (an attention module) with its children: keep its own tensors
+        self.layer_params = {self.name_of[m]: float(sum(p.numel() for p in m.parameters(recurse=False))
+                                                     if next(m.children(), None) is not None else v)
+                             for m, v in layer_params.items() if v and m in self.name_of}
         self._unit_dims()
 
     def _unit_dims(self) -> None:
@@ -195,7 +208,7 @@ class PruningGraph:
                 if it.is_param:
                     continue
                 self.dims[it.target]["out" if it.is_out else "in"].append((unit.name, it))
-                if it.is_out:
+                if it.is_out or it.handler is None:  # or a kind's bookkeeping: that kind costs the layer
                     self.layer_kinds.setdefault(it.target, self.kinds[unit.kind])
                 touched.add(it.target)
             unit.macs_share = sum(self.layer_macs.get(t, 0.0) for t in touched) / max(self.dense_macs, 1.0)
@@ -205,8 +218,11 @@ class PruningGraph:
         for layer in self.dims:
             mod = self.modules[layer]
             pruner = self.dg.get_pruner_of_module(mod)
-            self.dim_size[layer] = (pruner.get_in_channels(mod) if pruner else None,
-                                    pruner.get_out_channels(mod) if pruner else None)
+            sizes = (pruner.get_in_channels(mod), pruner.get_out_channels(mod)) if pruner else (None, None)
+            # a module only a kind's bookkeeping names (an attention block): the positions it names
+            self.dim_size[layer] = tuple(size if size is not None else max(
+                (int(it.idxs.max()) + 1 for _, it in self.dims[layer][side]), default=None)
+                for size, side in zip(sizes, ("in", "out"), strict=True))
 
     def _trace_followers(self) -> dict[str, tuple[tuple[str | None, int], ...]]:
         """Leaf layers outside the units' reach (activations, pooling...) -> what their input channels are made of."""
@@ -300,7 +316,7 @@ class PruningGraph:
 
     def predict_params(self, pruned: Mapping[str, np.ndarray]) -> float:
         """Parameter count of the model :meth:`apply` would return (no model is built)."""
-        return predict_cost(self, pruned, self.layer_params, self.dense_params)
+        return predict_cost(self, pruned, self.layer_params, self.dense_params, metric="params")
 
     def layer_dims(self) -> dict[str, LayerDims]:
         """Every layer whose width some unit controls: its in/out sizes and how many of each come from which unit."""

@@ -10,6 +10,8 @@ from .base import (
     unregister_kind,
 )
 from .channels import ChannelsKind
+from .heads import AttentionLayer, HeadsKind, attention_layers
+from .mlp import MlpKind, transformer_blocks
 
-__all__ = ["ChannelsKind", "UnitKind", "get_kind", "kind_names", "kinds_in_order", "register_kind",
-           "registered_kind", "unregister_kind"]
+__all__ = ["AttentionLayer", "ChannelsKind", "HeadsKind", "MlpKind", "UnitKind", "attention_layers", "get_kind",
+           "kind_names", "kinds_in_order", "register_kind", "registered_kind", "transformer_blocks", "unregister_kind"]

@@ -18,7 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..costs import channel_cost_factor
+from ..costs import layer_cost_factor
 from ..units import GroupItem, PrunableUnit
 
 if TYPE_CHECKING:
@@ -49,6 +49,24 @@ class UnitKind(ABC):
             (the one importance criteria score; its root channels are the unit's root coordinates).
         """
 
+    def own_groups(self, graph: PruningGraph) -> dict[str, tp.dependency.Group]:
+        """Groups this kind forms itself, root layer name -> group, for layers Torch-Pruning can't group.
+
+        Asked before Torch-Pruning forms its groups; the layers whose outputs these groups prune are not used as
+        roots by it, and the groups are offered like its own. Default none (``heads`` forms grouped-query
+        attention's, whose ``repeat_kv`` Torch-Pruning's index mapping can't follow).
+        """
+        del graph
+        return {}
+
+    def keep_whole(self, graph: PruningGraph, offered: Mapping[str, tp.dependency.Group]) -> dict[str, str]:
+        """Offered roots no kind may prune, with why (asked before any claim); default none.
+
+        The ``heads`` kind keeps a transformer's residual width whole this way.
+        """
+        del graph, offered
+        return {}
+
     @abstractmethod
     def build(self, graph: PruningGraph, roots: tuple[str, ...]) -> tuple[PrunableUnit, list[GroupItem]]:
         """The unit spanning the groups of ``roots`` (as claimed) and every slice it removes.
@@ -69,12 +87,13 @@ class UnitKind(ABC):
     def to_roots(self, unit: PrunableUnit, elements: np.ndarray) -> np.ndarray:
         """Root channel indices of the dropped ``elements`` (in every channel group of the unit)."""
 
-    def cost_factor(self, graph: PruningGraph, layer: str, kin: float, kout: float) -> float:
+    def cost_factor(self, graph: PruningGraph, layer: str, kin: float, kout: float, *, metric: str = "macs") -> float:
         """Fraction of a layer's MACs / parameters left when ``kin`` / ``kout`` of its in / out width survive.
 
-        Asked for the layers whose outputs this kind's units prune; default :func:`~agent.pruning.costs.channel_cost_factor`.
+        Asked for the layers whose outputs this kind's units prune, once per ``metric`` (``"macs"`` or
+        ``"params"``); default :func:`~agent.pruning.costs.layer_cost_factor`.
         """
-        return channel_cost_factor(graph.modules[layer], kin, kout)
+        return layer_cost_factor(graph, layer, kin, kout, metric=metric)
 
     def after_apply(self, graph: PruningGraph, modules: Mapping[str, nn.Module], unit: PrunableUnit,
                     roots: np.ndarray) -> None:
@@ -157,6 +176,6 @@ def kind_names() -> list[str]:
     Example:
         >>> from agent.pruning.kinds import kind_names
         >>> kind_names()
-        ['channels']
+        ['heads', 'mlp', 'channels']
     """
     return [k.name for k in kinds_in_order()]

@@ -80,11 +80,11 @@ class GroupsKind(UnitKind):
         size = unit.element_size
         return np.concatenate([np.arange(e * size, (e + 1) * size) for e in elements]).astype(np.int64)
 
-    def cost_factor(self, graph: PruningGraph, layer: str, kin: float, kout: float) -> float:
+    def cost_factor(self, graph: PruningGraph, layer: str, kin: float, kout: float, *, metric: str = "macs") -> float:
         """A grouped conv losing whole groups keeps its per-group width: its cost scales with its outputs only."""
         if _grouped(graph.modules[layer]):
             return kout
-        return super().cost_factor(graph, layer, kin, kout)
+        return super().cost_factor(graph, layer, kin, kout, metric=metric)
 
     def after_apply(self, graph: PruningGraph, modules: Mapping[str, nn.Module], unit: PrunableUnit,
                     roots: np.ndarray) -> None:
