@@ -360,7 +360,7 @@ def run_search(*, task: Task, out_dir: str | os.PathLike[str], constraints: Cons
     engine = get_engine(task)
     check_prunable(engine.graph, what=task.spec.model)
     searcher_cls.check(config=config, settings=settings, constraints=constraints,
-                       unit_names=engine.graph.unit_names())
+                       unit_names=engine.graph.unit_names(), unit_kinds={u.name: u.kind for u in engine.units})
     _importance_up_front(engine, config=config, settings=settings)
     fresh = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ imported only when chosen.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from ..search.session import SearchConfig, SearchSession
@@ -44,13 +44,13 @@ class Searcher(ABC):
 
     @classmethod
     def check(cls, *, config: SearchConfig, settings: EvalSettings, constraints: Constraints,
-              unit_names: Sequence[str] | None = None) -> None:
+              unit_names: Sequence[str] | None = None, unit_kinds: Mapping[str, str] | None = None) -> None:
         """Validate method-specific options before any expensive work (default: nothing to check).
 
-        Called by the CLI before the task is built, and by ``run_search`` with the task's ``unit_names`` before
-        anything is written.
+        Called by the CLI before the task is built, and by ``run_search`` with the task's ``unit_names`` and
+        ``unit_kinds`` (unit name -> kind, for search spaces that bound each kind) before anything is written.
 
         Raises:
             UserInputError: An option is invalid.
         """
-        del config, settings, constraints, unit_names
+        del config, settings, constraints, unit_names, unit_kinds

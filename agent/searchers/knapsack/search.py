@@ -231,8 +231,8 @@ class KnapsackSearcher(Searcher):
 
     @classmethod
     def check(cls, *, config: SearchConfig, settings: object, constraints: object,  # noqa: D102
-              unit_names: object = None) -> None:
-        del config, settings, unit_names
+              unit_names: object = None, unit_kinds: object = None) -> None:
+        del config, settings, unit_names, unit_kinds
         if not getattr(constraints, "has_cost_target", False):
             raise UserInputError("method 'knapsack' needs a cost budget, got none: pass --flops-target, "
                                  "--params-target or --latency-target")

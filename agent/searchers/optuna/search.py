@@ -70,11 +70,11 @@ class OptunaSearcher(Searcher):
     # ------------------------------------------------------------------ validation
     @classmethod
     def check(cls, *, config: SearchConfig, settings: EvalSettings, constraints: Constraints,
-              unit_names: Sequence[str] | None = None) -> None:
+              unit_names: Sequence[str] | None = None, unit_kinds: Mapping[str, str] | None = None) -> None:
         """Validate the Optuna options (sampler, pruner, objective, storage, search space) before any work."""
         opts = cls._options(config.options, settings)
         if unit_names is not None:
-            cls._space(opts, config, unit_names)
+            cls._space(opts, config, unit_names, unit_kinds)
         if config.options.get("backend") == "ray":
             from ..ray.tune import RayOptions
 
@@ -86,12 +86,13 @@ class OptunaSearcher(Searcher):
                               "--out (continue it with --resume) and ASHA stops weak trials", stacklevel=2)
 
     @staticmethod
-    def _space(opts: OptunaOptions, cfg: SearchConfig, unit_names: Sequence[str]) -> BoundSpace:
+    def _space(opts: OptunaOptions, cfg: SearchConfig, unit_names: Sequence[str],
+               unit_kinds: Mapping[str, str] | None = None) -> BoundSpace:
         from search_spaces import load_space
 
         return load_space(opts.search_space).bind(unit_names=unit_names, min_ratio=cfg.min_ratio,
                                                   max_ratio=cfg.max_ratio, importance=cfg.importance,
-                                                  round_to=cfg.round_to)
+                                                  round_to=cfg.round_to, unit_kinds=unit_kinds)
 
     @classmethod
     def _options(cls, options: Mapping[str, Any], settings: EvalSettings) -> OptunaOptions:
@@ -129,7 +130,7 @@ class OptunaSearcher(Searcher):
     def _search(self, session: SearchSession) -> None:
         cfg = session.config
         opts = self._options(cfg.options, session.settings)
-        space = self._space(opts, cfg, session.unit_names)
+        space = self._space(opts, cfg, session.unit_names, {u.name: u.kind for u in session.engine.units})
         study, empty = self._open_study(session, opts, space)
         codec = _ThresholdCodec(session)
         self._recover(session, study, owner=self._owner if self._shared else None)

@@ -242,7 +242,7 @@ class RaySearcher(Searcher):
 
     @classmethod
     def check(cls, *, config: Any, settings: EvalSettings, constraints: Constraints,
-              unit_names: Any = None) -> None:
+              unit_names: Any = None, unit_kinds: Any = None) -> None:
         """Validate the Ray options and the search space before any work."""
         del settings, constraints
         opts = RayOptions.from_options(config.options)
@@ -250,7 +250,7 @@ class RaySearcher(Searcher):
 
         OptunaOptions(sampler=config.options.get("sampler")).validate()  # the sampler behind OptunaSearch
         if unit_names is not None:
-            cls._space(config, unit_names)
+            cls._space(config, unit_names, unit_kinds)
         else:
             from search_spaces import load_space
 
@@ -259,12 +259,12 @@ class RaySearcher(Searcher):
             resolve_address(opts.address)
 
     @staticmethod
-    def _space(config: Any, unit_names: Any) -> Any:
+    def _space(config: Any, unit_names: Any, unit_kinds: Any = None) -> Any:
         from search_spaces import load_space
 
         return load_space(config.options.get("search_space", "layerwise")).bind(
             unit_names=unit_names, min_ratio=config.min_ratio, max_ratio=config.max_ratio,
-            importance=config.importance, round_to=config.round_to)
+            importance=config.importance, round_to=config.round_to, unit_kinds=unit_kinds)
 
     @staticmethod
     def _warm_start(session: SearchSession, space: Any) -> list[dict[str, Any]]:
@@ -290,7 +290,7 @@ class RaySearcher(Searcher):
 
         from search_spaces import to_ray_tune
 
-        space = self._space(session.config, session.unit_names)
+        space = self._space(session.config, session.unit_names, {u.name: u.kind for u in session.engine.units})
         param_space = to_ray_tune(space)
 
         def policy_of(config: dict[str, Any]) -> Policy:
