@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import user_error
 from .bench_models import BENCH_MODELS
+from .hub_sources import TimmSource  # noqa: F401  (registers the timm: and hf: sources)
 from .sources import source_names, source_of
 
 __all__ = ["MODELS", "build_model", "model_names", "check_model_spec", "CNN1D", "MLP", "LeNet", "CifarResNet"]
