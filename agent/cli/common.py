@@ -90,7 +90,12 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="short fine-tune steps per candidate (default 0 = BatchNorm recalibration only; evaluate: "
                    "the policy file's)")
     g.add_argument("--finetune-lr", type=float, default=None,
-                   help="learning rate of the short fine-tune (default 0.01; evaluate: the policy file's)")
+                   help="learning rate of the short fine-tune (default: the model family's, 0.01 for CNNs, 2e-4 for "
+                        "transformers; evaluate: the policy file's)")
+    g.add_argument("--finetune-optimizer", default=None, choices=("sgd", "adamw"),
+                   help="optimizer of the short fine-tune (default: the family's, sgd for CNNs, adamw for transformers)")
+    g.add_argument("--finetune-warmup", type=float, default=None,
+                   help="warm-up fraction of the short fine-tune (default: the family's, 0 / 0.1)")
     g.add_argument("--eval-limit", type=int, default=None, help="score candidates on the first N val samples")
     g.add_argument("--device", default="cpu", help=DEVICE_HELP)
     g.add_argument("--latency-batch", type=int, default=64, help="batch size of latency measurements")
@@ -143,6 +148,8 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     check_importance(args.importance)
     device = str(resolve_device(args.device))
     given = {k: v for k, v in (("finetune_steps", args.finetune_steps), ("finetune_lr", args.finetune_lr),
+                                ("finetune_optimizer", args.finetune_optimizer),
+                                ("finetune_warmup", args.finetune_warmup),
                                 ("seed", getattr(args, "seed", None))) if v is not None}
     threads = choose_threads(args.threads)
     latency = LatencyConfig(batch_size=args.latency_batch, device=device, threads=threads,
@@ -154,6 +161,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
 def given_eval_flags(args: argparse.Namespace) -> frozenset[str]:
     """``EvalSettings`` fields set by an explicit flag (they override a policy file's evaluation settings)."""
     flags = {"finetune_steps": args.finetune_steps, "finetune_lr": args.finetune_lr, "eval_limit": args.eval_limit,
+             "finetune_optimizer": args.finetune_optimizer, "finetune_warmup": args.finetune_warmup,
              "seed": getattr(args, "seed", None)}
     return frozenset(k for k, v in flags.items() if v is not None)
 

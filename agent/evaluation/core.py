@@ -19,6 +19,7 @@ from torch import nn
 from ..constraints import Constraints
 from ..measure.latency import measure_latency_ratio, resolve_device
 from ..policy import Policy
+from ..tasks.recipes import recipe_for
 from ..tasks.task import Task
 from ..tasks.training import TrainConfig, accuracy, recalibrate_batchnorm, train_steps
 from .engine import get_engine, model_mb
@@ -83,7 +84,10 @@ def evaluate_policy(
             if on_chunk is not None:
                 on_chunk(chunk, acc)
 
-        config = TrainConfig(steps=settings.finetune_steps, lr=settings.finetune_lr,
+        recipe = recipe_for(task.model, optimizer=settings.finetune_optimizer, finetune_lr=settings.finetune_lr,
+                            warmup=settings.finetune_warmup)
+        config = TrainConfig(steps=settings.finetune_steps, lr=recipe.finetune_lr, optimizer=recipe.optimizer,
+                             warmup=recipe.warmup, weight_decay=recipe.weight_decay,
                              batch_size=settings.finetune_batch, kd_alpha=settings.kd_alpha,
                              kd_temperature=settings.kd_temperature, seed=settings.seed,
                              chunks=settings.finetune_chunks)

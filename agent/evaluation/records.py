@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from ..measure.latency import LatencyConfig
 from ..policy import Policy
+from ..tasks.recipes import Optimizer
 
 __all__ = ["DenseMetrics", "EvalResult", "EvalSettings", "Status"]
 
@@ -40,8 +41,14 @@ class EvalSettings:
 
     finetune_steps: int = 0
     """Optimizer steps of short fine-tuning after pruning (0 = none, AMC-style)."""
-    finetune_lr: float = 0.01
-    """Peak learning rate of the short fine-tune (cosine schedule)."""
+    finetune_lr: float | None = None
+    """Peak learning rate of the short fine-tune (cosine schedule); None = the model family's recipe (0.01 for
+    CNNs, 2e-4 for transformers, see :mod:`agent.tasks.recipes`)."""
+    finetune_optimizer: Optimizer | None = None
+    """Optimizer of the short fine-tune; None = the model family's (SGD for CNNs, AdamW for transformers)."""
+    finetune_warmup: float | None = None
+    """Warm-up fraction of the short fine-tune's steps; None = the model family's (0 for CNNs, 0.1 for
+    transformers)."""
     finetune_batch: int = 128
     """Batch size of the short fine-tune."""
     finetune_chunks: int = 1
@@ -75,6 +82,10 @@ class EvalSettings:
             raise ValueError(f"split must be 'val' or 'test', got {self.split!r}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
+        if self.finetune_optimizer is not None:
+            object.__setattr__(self, "finetune_optimizer", Optimizer(self.finetune_optimizer))
+        if self.finetune_warmup is not None and not 0 <= self.finetune_warmup < 1:
+            raise ValueError(f"finetune_warmup must be in [0, 1), got {self.finetune_warmup}: e.g. 0.1")
         if self.latency.device != self.device:
             object.__setattr__(self, "latency", dataclasses.replace(self.latency, device=self.device))
 
