@@ -166,7 +166,7 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optim
     def factor(step: int) -> float:  # linear warm-up to the peak, then cosine decay to 0
         if step < warm:
             return (step + 1) / warm
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, config.steps - warm)))
+        return 0.5 * (1.0 + math.cos(math.pi * (step + 1 - warm) / (config.steps + 1 - warm)))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
