@@ -63,8 +63,8 @@ def _train(args: argparse.Namespace) -> int:
     atomic_write_json(out / "train.json", {"checkpoint": str(path), "model": spec.model, "dataset": spec.dataset,
                                            **task.meta})
     print_table("dense baseline", [("checkpoint", str(path)), ("model", spec.model), ("dataset", spec.dataset),
-                                   ("val accuracy", f"{task.meta['val_accuracy']:.2f}%"),
-                                   ("test accuracy", f"{task.meta['test_accuracy']:.2f}%")])
+                                   (f"val {task.metric.name}", task.metric.text(task.meta["val_accuracy"])),
+                                   (f"test {task.metric.name}", task.metric.text(task.meta["test_accuracy"]))])
     return 0
 
 

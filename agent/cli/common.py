@@ -114,7 +114,9 @@ def add_constraint_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flops-target", type=float, default=None, help="max MACs ratio of dense, e.g. 0.5")
     g.add_argument("--params-target", type=float, default=None, help="max parameter ratio of dense")
     g.add_argument("--latency-target", default=None, help="max latency: ratio of dense (0.6) or time (12ms)")
-    g.add_argument("--max-acc-drop", type=float, default=None, help="max accuracy drop in points, e.g. 1.0")
+    g.add_argument("--max-metric-drop", "--max-acc-drop", dest="max_acc_drop", type=float, default=None,
+                   help="max drop of the task's metric versus dense: accuracy points (e.g. 1.0) or a perplexity "
+                        "increase (e.g. 0.5); --max-acc-drop is an alias")
 
 
 def check_task_args(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ from ..measure.latency import measure_latency_ratio, resolve_device
 from ..policy import Policy
 from ..tasks.recipes import recipe_for
 from ..tasks.task import Task
-from ..tasks.training import TrainConfig, accuracy, recalibrate_batchnorm, train_steps
+from ..tasks.training import TrainConfig, recalibrate_batchnorm, train_steps
 from .engine import get_engine, model_mb
 from .records import EvalResult, EvalSettings, Status
 
@@ -73,13 +73,13 @@ def evaluate_policy(
     plan = engine.plan(policy, settings)
     model = engine.graph.apply(plan).to(dev)
     times["apply"] = time.perf_counter() - t0
-    result = EvalResult(policy, dense_accuracy=dense.accuracy, kept_channels=engine.kept_channels(plan))
+    result = EvalResult(policy, dense_accuracy=dense.accuracy, kept_channels=engine.kept_channels(plan),
+                        metric=task.metric.name)
 
-    split = task.data.val if settings.split == "val" else task.data.test
     t0 = time.perf_counter()
     if settings.finetune_steps > 0:
         def chunk_done(chunk: int, _steps: int) -> None:
-            acc = accuracy(model, split, device=dev, limit=settings.eval_limit)
+            acc = task.score(model, settings.split, device=dev, limit=settings.eval_limit)
             result.intermediate.append(acc)
             if on_chunk is not None:
                 on_chunk(chunk, acc)
@@ -105,8 +105,8 @@ def evaluate_policy(
 
     t0 = time.perf_counter()
     result.accuracy = result.intermediate[-1] if result.intermediate else \
-        accuracy(model, split, device=dev, limit=settings.eval_limit)
-    result.acc_drop = dense.accuracy - result.accuracy
+        task.score(model, settings.split, device=dev, limit=settings.eval_limit)
+    result.acc_drop = task.metric.drop(dense=dense.accuracy, value=result.accuracy)
     macs, params = tp.utils.count_ops_and_params(model, task.example_input(device=dev))
     result.macs, result.params = float(macs), float(params)
     result.flops_ratio, result.params_ratio = result.macs / dense.macs, result.params / dense.params
@@ -131,7 +131,7 @@ def evaluate_policy(
     result.times = times
 
     if not math.isfinite(result.accuracy):
-        result.status, result.reason = Status.FAILED, "accuracy is not finite"
+        result.status, result.reason = Status.FAILED, f"{task.metric.name} is not finite"
     else:
         issues = constraints.check_result(result)
         result.feasible, result.reason = not issues, "; ".join(issues)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from ..measure.latency import LatencyConfig
 from ..policy import Policy
+from ..tasks.metrics import METRICS, Metric
 from ..tasks.recipes import Optimizer
 
 __all__ = ["DenseMetrics", "EvalResult", "EvalSettings", "Status"]
@@ -95,7 +96,7 @@ class DenseMetrics:
     """The dense model's metrics under one :class:`EvalSettings` (the denominators of every ratio)."""
 
     accuracy: float
-    """Accuracy in percent on the scored split."""
+    """The task's metric on the scored split (accuracy in percent, or perplexity)."""
     macs: float
     """Multiply-accumulates of one sample."""
     params: float
@@ -113,11 +114,14 @@ class EvalResult:
     status: Status = Status.OK
     """How the evaluation ended (a plain string such as ``"failed"`` is converted to its :class:`Status`)."""
     accuracy: float = float("nan")
-    """Top-1 accuracy in percent on the scored split."""
+    """The task's metric on the scored split: top-1 accuracy in percent, or perplexity (see ``metric``)."""
     dense_accuracy: float = float("nan")
-    """The dense model's accuracy on the same split."""
+    """The dense model's metric on the same split."""
     acc_drop: float = float("nan")
-    """``dense_accuracy - accuracy`` in percentage points."""
+    """How much worse than dense (:meth:`Metric.drop`): ``dense_accuracy - accuracy`` points for accuracy,
+    ``accuracy - dense_accuracy`` for perplexity."""
+    metric: str = "accuracy"
+    """Name of the metric in ``accuracy`` (see :data:`agent.tasks.metrics.METRICS`)."""
     macs: float = float("nan")
     """MACs of one sample (Torch-Pruning's counter)."""
     params: float = float("nan")
@@ -170,6 +174,7 @@ class EvalResult:
         r = self
         return {
             "status": r.status.value, "accuracy": r.accuracy, "dense_accuracy": r.dense_accuracy, "acc_drop": r.acc_drop,
+            **({"metric": r.metric} if r.metric != "accuracy" else {}),
             "flops_ratio": r.flops_ratio, "params_ratio": r.params_ratio, "macs": r.macs, "params": r.params,
             "latency_ms": r.latency_ms, "latency_ratio": r.latency_ratio, "latency_pred_ms": r.latency_pred_ms,
             "latency_ratio_lo": r.latency_ratio_lo, "latency_ratio_hi": r.latency_ratio_hi,
@@ -178,6 +183,16 @@ class EvalResult:
             "kept_channels": r.kept_channels, "wall_s": r.wall_s,
             **({"settings_overrides": r.settings_overrides} if r.settings_overrides else {}),
         }
+
+    @property
+    def quality(self) -> float:
+        """The metric oriented so that larger is better: what every ranking of results sorts by."""
+        return self.metric_info.quality(self.accuracy)
+
+    @property
+    def metric_info(self) -> Metric:
+        """The :class:`Metric` named by ``metric``."""
+        return METRICS[self.metric]
 
     @property
     def wall_s(self) -> float:

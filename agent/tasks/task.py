@@ -15,9 +15,10 @@ from torch import nn
 from ..errors import user_error
 from ..storage import atomic_torch_save
 from .datasets import DataSplits, cache_dir, check_dataset_name, load_dataset
+from .metrics import METRICS, Metric, score
 from .models import build_model, check_model_spec
 from .recipes import Family, Optimizer, recipe_for
-from .training import TrainConfig, accuracy, train_steps
+from .training import TrainConfig, train_steps
 
 __all__ = [
     "Task", "TaskSpec", "build_task", "load_task", "train_dense", "save_checkpoint", "read_checkpoint",
@@ -72,6 +73,17 @@ class Task:
     def num_classes(self) -> int:
         """Number of output classes."""
         return self.data.num_classes
+
+    @property
+    def metric(self) -> Metric:
+        """The quality metric of the task (accuracy, or perplexity for a language model)."""
+        return METRICS[self.data.metric]
+
+    def score(self, model: nn.Module, split: str = "val", *, device: torch.device | str = "cpu",
+              limit: int | None = None) -> float:
+        """The task's metric for ``model`` on the ``val`` or ``test`` split (the first ``limit`` samples)."""
+        data = self.data.val if split == "val" else self.data.test
+        return score(model, data, metric=self.data.metric, device=device, limit=limit)
 
     def example_input(self, batch_size: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
         """A deterministic example input of the task's shape (for tracing, FLOPs and latency)."""
@@ -137,7 +149,8 @@ def train_dense(spec: TaskSpec, *, epochs: int = 15, lr: float | None = None, ba
     meta = {
         "epochs": epochs, "lr": recipe.lr, "optimizer": str(recipe.optimizer), "weight_decay": recipe.weight_decay,
         "warmup": recipe.warmup, "batch_size": batch_size, "seed": seed,
-        "val_accuracy": accuracy(model, data.val), "test_accuracy": accuracy(model, data.test),
+        "metric": data.metric, "val_accuracy": score(model, data.val, metric=data.metric),
+        "test_accuracy": score(model, data.test, metric=data.metric),
     }
     return Task(spec, model, data, _fingerprint(spec, model.state_dict()), meta)
 
