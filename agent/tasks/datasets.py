@@ -212,6 +212,7 @@ DATASETS: dict[str, Callable[..., DataSplits]] = {
     "cifar10": _vision("cifar10"),
     "mnist1d-hard": _bench("mnist1d-hard"),
     "digits-aug": _bench("digits-aug"),
+    "pystdlib": lambda **kw: importlib.import_module("agent.tasks.lm").pystdlib(**kw),  # imported on first use
 }
 """Registry of built-in datasets; ``imagefolder:PATH`` is handled by :func:`load_dataset`."""
 

@@ -2,13 +2,15 @@
 
 A *model spec* is a string: a built-in name (``cnn1d``, ``mlp``, ``lenet``, ``resnet20``, ``resnet56``, and the
 benchmark models ``rescnn1d``, ``resnet-s``, ``mobilenet-s`` of :mod:`agent.tasks.bench_models`),
-``vit-tiny`` (a small torchvision ViT), ``tv:<name>`` for any torchvision classification model, or
+``vit-tiny`` (a small torchvision ViT), ``llama-tiny`` (a byte-level LM, :mod:`agent.tasks.lm`), ``tv:<name>`` for
+any torchvision classification model, or
 ``package.module:factory`` for a user model.
 Every factory takes the per-sample input shape and the number of classes.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 
@@ -174,6 +176,7 @@ MODELS: dict[str, ModelFactory] = {
     "resnet20": lambda shape, k: CifarResNet(20, in_channels=shape[0], num_classes=k),
     "resnet56": lambda shape, k: CifarResNet(56, in_channels=shape[0], num_classes=k),
     "vit-tiny": vit_tiny,
+    "llama-tiny": lambda shape, k: importlib.import_module("agent.tasks.lm").llama_tiny(shape, k),
     **BENCH_MODELS,
 }
 """Registry of built-in models: name -> ``factory(input_shape, num_classes)``."""
