@@ -76,6 +76,16 @@ def test_built_in_llama_tiny_lm_round_trips(tmp_path):
     assert torch.allclose(load_pruned(tmp_path)(input_ids=ids).logits, wrapped(ids), atol=1e-5)
 
 
+def test_export_model_writes_and_checks_the_hf_format(tmp_path):
+    from agent.deploy.export import export_model
+    from agent.tasks import build_model
+
+    wrapped = build_model("llama-tiny", (16,), 256)
+    _prune_mlp(wrapped.lm.model.layers[1].mlp, 96)  # per-layer widths: the loader restores them
+    rep = export_model(wrapped, example_input=torch.zeros(1, 16), out_dir=tmp_path, formats=["hf"])
+    assert rep.max_abs_diff["hf"] <= 1e-4 and (tmp_path / "hf" / "config.json").is_file()
+
+
 def test_layer_uniform_hf_vit_classifier_reloads(tmp_path):
     torch.manual_seed(0)
     model = transformers.ViTForImageClassification(transformers.ViTConfig(
