@@ -242,7 +242,8 @@ def _export(args: argparse.Namespace) -> int:
 def _register_export(sub: SubParsers) -> None:
     p = sub.add_parser("export", help="export a pruned model to TorchScript / ONNX (checked) / torch.export")
     p.add_argument("--pruned", required=True, help="pruned_model.pt of a search, finetune or sparsify")
-    p.add_argument("--formats", default="torchscript,onnx,state", help="comma list of torchscript, onnx, export, state")
+    p.add_argument("--formats", default="torchscript,onnx,state",
+                   help="comma list of torchscript, onnx, export, state, hf (Hugging Face models: save_pretrained)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest tolerated output difference")
     p.add_argument("--out", required=True, help="output directory")
