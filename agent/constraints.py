@@ -149,7 +149,8 @@ class Constraints:
     latency_target: LatencyTarget | None = None
     """Maximum measured latency (ratio of dense, or milliseconds)."""
     max_acc_drop: float | None = None
-    """Maximum accuracy drop in percentage points versus the dense model (e.g. 1.0)."""
+    """Maximum drop of the task's metric versus the dense model, in the metric's units (``--max-metric-drop``,
+    alias ``--max-acc-drop``): accuracy points (e.g. 1.0), or a perplexity increase (e.g. 0.5)."""
 
     def __post_init__(self) -> None:
         for name in ("flops_target", "params_target"):
@@ -158,8 +159,8 @@ class Constraints:
                 flag = "--" + name.replace("_", "-")
                 raise user_error(f"{flag} must be a fraction in (0, 1], got", v, f"e.g. {flag} 0.5 for half the dense cost")
         if self.max_acc_drop is not None and not (math.isfinite(self.max_acc_drop) and self.max_acc_drop >= 0):
-            raise user_error("--max-acc-drop must be >= 0 percentage points, got", self.max_acc_drop,
-                             "e.g. --max-acc-drop 1.0")
+            raise user_error("--max-metric-drop must be >= 0 (accuracy points or perplexity), got", self.max_acc_drop,
+                             "e.g. --max-metric-drop 1.0")
 
     @property
     def has_cost_target(self) -> bool:
@@ -196,13 +197,17 @@ class Constraints:
         return f"{'FLOPs' if term.name == 'flops' else 'params'} {term.value:.3f} > target {term.target:.3f}"
 
     def violations(self, *, flops_ratio: float, params_ratio: float, latency_ratio: float | None,
-                   latency_ms: float | None, acc_drop: float | None) -> list[str]:
-        """Human-readable list of violated constraints (empty = feasible); a cost not given is not checked."""
+                   latency_ms: float | None, acc_drop: float | None, metric: str = "accuracy") -> list[str]:
+        """Human-readable list of violated constraints (empty = feasible); a cost not given is not checked.
+
+        ``acc_drop`` is the drop of the task's ``metric`` (named in the text).
+        """
         out = [self._text(t) for t in self.cost_terms(flops_ratio=flops_ratio, params_ratio=params_ratio,
                                                        latency_ratio=latency_ratio, latency_ms=latency_ms)
                if t.value > t.target + _EPS]
         if self.max_acc_drop is not None and acc_drop is not None and acc_drop > self.max_acc_drop + _EPS:
-            out.append(f"accuracy drop {acc_drop:.2f} > {self.max_acc_drop:.2f} points")
+            unit = " points" if metric == "accuracy" else ""
+            out.append(f"{metric} drop {acc_drop:.2f} > {self.max_acc_drop:.2f}{unit}")
         return out
 
     def meets_cost(self, cost: CostProbe, *, latency_margin: float = 0.0) -> bool:
@@ -234,7 +239,8 @@ class Constraints:
         ratio, ms = result.latency_bound
         return self.violations(flops_ratio=result.flops_ratio, params_ratio=result.params_ratio,
                                latency_ratio=None if ratio is None else ratio / latency_slack,
-                               latency_ms=None if ms is None else ms / latency_slack, acc_drop=result.acc_drop)
+                               latency_ms=None if ms is None else ms / latency_slack, acc_drop=result.acc_drop,
+                               metric=getattr(result, "metric", "accuracy"))
 
     def overage(self, cost: CostProbe, *, margin: float = 0.0, latency_margin: float = 0.0,
                 dense_latency_ms: float | None = None) -> float:

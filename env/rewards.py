@@ -38,10 +38,10 @@ ACC_DROP_MULTIPLIER = 1.0
 
 
 def _error(result: EvalResult) -> float:
-    """Top-1 error as a fraction in [0, 1] (1 for a failed evaluation)."""
-    if not result.ok or not math.isfinite(result.accuracy):
+    """The metric's bounded error in [0, 1]: top-1 error, or 1 - 1/perplexity (1 for a failed evaluation)."""
+    if not result.ok:
         return 1.0
-    return min(1.0, max(0.0, 1.0 - result.accuracy / 100.0))
+    return result.metric_info.error(result.accuracy)
 
 
 def latency_ratio_of(result: EvalResult, dense: DenseMetrics) -> float:
@@ -105,7 +105,7 @@ def lagrangian_reward(result: EvalResult, constraints: Constraints, dense: Dense
     drop_excess = 0.0
     if constraints.max_acc_drop is not None and math.isfinite(result.acc_drop):
         drop_excess = max(0.0, result.acc_drop - constraints.max_acc_drop)
-    return (1.0 - _error(result) - ACC_DROP_MULTIPLIER * drop_excess / 100.0
+    return (1.0 - _error(result) - ACC_DROP_MULTIPLIER * drop_excess / result.metric_info.scale
             - LATENCY_PENALTY * _latency_overshoot(result, constraints, dense))
 
 

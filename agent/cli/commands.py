@@ -53,18 +53,19 @@ def _train(args: argparse.Namespace) -> int:
     spec.validate()
     if args.epochs < 1:
         raise user_error("--epochs must be >= 1, got", args.epochs, "e.g. --epochs 15")
-    if not (math.isfinite(args.lr) and args.lr > 0):
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise user_error("--lr must be > 0, got", args.lr, "e.g. --lr 0.05")
     out = _out_dir(args.out)
     data = load_dataset(spec.dataset, data_root=args.data_root, download=args.download, seed=args.data_seed)
     task = train_dense(spec, epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device, data=data,
-                       progress=not args.quiet)
+                       progress=not args.quiet, family=args.family, optimizer=args.optimizer,
+                       weight_decay=args.weight_decay, warmup=args.warmup, batch_size=args.batch_size)
     path = save_checkpoint(task, out / "dense.pt")
     atomic_write_json(out / "train.json", {"checkpoint": str(path), "model": spec.model, "dataset": spec.dataset,
                                            **task.meta})
     print_table("dense baseline", [("checkpoint", str(path)), ("model", spec.model), ("dataset", spec.dataset),
-                                   ("val accuracy", f"{task.meta['val_accuracy']:.2f}%"),
-                                   ("test accuracy", f"{task.meta['test_accuracy']:.2f}%")])
+                                   (f"val {task.metric.name}", task.metric.text(task.meta["val_accuracy"])),
+                                   (f"test {task.metric.name}", task.metric.text(task.meta["test_accuracy"]))])
     return 0
 
 
@@ -76,7 +77,18 @@ def _register_train(sub: SubParsers) -> None:
     p.add_argument("--download", action="store_true", help="allow downloading the dataset into --data-root")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the dataset generator and split")
     p.add_argument("--epochs", type=int, default=15, help="passes over the training split (default 15)")
-    p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate, cosine-annealed (default 0.05)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate, cosine-annealed (default: the recipe's, 0.05 SGD for CNNs, 2e-3 AdamW "
+                        "for transformers)")
+    p.add_argument("--family", default=None, choices=("cnn", "transformer"),
+                   help="train with this family's recipe (default: transformer if the model has attention, else cnn)")
+    p.add_argument("--optimizer", default=None, choices=("sgd", "adamw"),
+                   help="override the recipe's optimizer: sgd (Nesterov) or adamw")
+    p.add_argument("--weight-decay", type=float, default=None, help="override the recipe's weight decay")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="override the recipe's batch size (128 for CNNs, 64 for transformers)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="override the recipe's linear warm-up, a fraction of the steps in [0, 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight init and data order")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--out", required=True, help="output directory (dense.pt, train.json)")
@@ -148,7 +160,7 @@ def _evaluate(args: argparse.Namespace) -> int:
              + (f"; recorded in the policy file: {float(recorded):.2f}%" if recorded is not None else "")),
             ("FLOPs ratio", f"{res.flops_ratio:.3f}"), ("params ratio", f"{res.params_ratio:.3f}"),
             ("latency", f"{res.latency_ms or float('nan'):.3f} ms ({res.latency_ratio or float('nan'):.3f}x)"),
-            ("scored with", f"finetune_steps={settings.finetune_steps}, finetune_lr={settings.finetune_lr:g}, "
+            ("scored with", f"finetune_steps={settings.finetune_steps}, finetune_lr={settings.finetune_lr or 'auto'}, "
                             f"seed={settings.seed}" + (" (the policy file's settings)" if pfile.evaluation else ""))]
     if stated:
         rows.append(("constraints", "met" if res.feasible else f"not met: {res.reason}"))
@@ -191,7 +203,8 @@ def _search(args: argparse.Namespace) -> int:
                           time_budget_s=args.time_budget,
                           options=options_from_args(args, option_classes(), shared=("search_space",)))
     searcher_cls.check(config=config, settings=settings, constraints=constraints)
-    final = FinalTuneConfig(epochs=args.final_epochs, lr=args.final_lr, kd_alpha=args.kd_alpha,
+    final = FinalTuneConfig(epochs=args.final_epochs, lr=args.final_lr, optimizer=args.final_optimizer,
+                            warmup=args.final_warmup, kd_alpha=args.kd_alpha,
                             kd_temperature=args.kd_temperature, iterative_steps=args.iterative_steps,
                             schedule=args.schedule, power=args.schedule_power)
     check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
@@ -283,6 +296,10 @@ def _register_search(sub: SubParsers) -> None:
     f = p.add_argument_group("final fine-tune")
     f.add_argument("--final-epochs", type=float, default=3.0, help="fine-tune epochs of the chosen policy")
     f.add_argument("--final-lr", type=float, default=None, help="default: 1/10 of the dense training LR")
+    f.add_argument("--final-optimizer", default=None, choices=("sgd", "adamw"),
+                   help="sgd or adamw (default: the model family's recipe)")
+    f.add_argument("--final-warmup", type=float, default=None,
+                   help="linear warm-up fraction of the steps (default: the family's, 0 for CNNs, 0.1 for transformers)")
     f.add_argument("--kd-alpha", type=float, default=0.0, help="distillation weight from the dense model")
     f.add_argument("--kd-temperature", type=float, default=4.0, help="distillation softmax temperature")
     f.add_argument("--iterative-steps", type=int, default=1, help="reach the policy in K pruning steps (1 = one-shot)")

@@ -92,7 +92,12 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="short fine-tune steps per candidate (default 0 = BatchNorm recalibration only; evaluate: "
                    "the policy file's)")
     g.add_argument("--finetune-lr", type=float, default=None,
-                   help="learning rate of the short fine-tune (default 0.01; evaluate: the policy file's)")
+                   help="learning rate of the short fine-tune (default: the model family's, 0.01 for CNNs, 2e-4 for "
+                        "transformers; evaluate: the policy file's)")
+    g.add_argument("--finetune-optimizer", default=None, choices=("sgd", "adamw"),
+                   help="optimizer of the short fine-tune (default: the family's, sgd for CNNs, adamw for transformers)")
+    g.add_argument("--finetune-warmup", type=float, default=None,
+                   help="warm-up fraction of the short fine-tune (default: the family's, 0 / 0.1)")
     g.add_argument("--eval-limit", type=int, default=None, help="score candidates on the first N val samples")
     g.add_argument("--device", default="cpu", help=DEVICE_HELP)
     g.add_argument("--latency-batch", type=_latency_batch, default="auto", metavar="N|auto",
@@ -152,7 +157,9 @@ def add_constraint_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flops-target", type=float, default=None, help="max MACs ratio of dense, e.g. 0.5")
     g.add_argument("--params-target", type=float, default=None, help="max parameter ratio of dense")
     g.add_argument("--latency-target", default=None, help="max latency: ratio of dense (0.6) or time (12ms)")
-    g.add_argument("--max-acc-drop", type=float, default=None, help="max accuracy drop in points, e.g. 1.0")
+    g.add_argument("--max-metric-drop", "--max-acc-drop", dest="max_acc_drop", type=float, default=None,
+                   help="max drop of the task's metric versus dense: accuracy points (e.g. 1.0) or a perplexity "
+                        "increase (e.g. 0.5); --max-acc-drop is an alias")
 
 
 def check_task_args(args: argparse.Namespace) -> None:
@@ -186,6 +193,8 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     check_importance(args.importance)
     device = str(resolve_device(args.device))
     given = {k: v for k, v in (("finetune_steps", args.finetune_steps), ("finetune_lr", args.finetune_lr),
+                                ("finetune_optimizer", args.finetune_optimizer),
+                                ("finetune_warmup", args.finetune_warmup),
                                 ("seed", getattr(args, "seed", None))) if v is not None}
     threads = choose_threads(args.threads)
     batch = args.latency_batch if isinstance(args.latency_batch, int) else AUTO_BATCHES[0]  # auto: see with_latency_batch
@@ -198,6 +207,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
 def given_eval_flags(args: argparse.Namespace) -> frozenset[str]:
     """``EvalSettings`` fields set by an explicit flag (they override a policy file's evaluation settings)."""
     flags = {"finetune_steps": args.finetune_steps, "finetune_lr": args.finetune_lr, "eval_limit": args.eval_limit,
+             "finetune_optimizer": args.finetune_optimizer, "finetune_warmup": args.finetune_warmup,
              "seed": getattr(args, "seed", None)}
     return frozenset(k for k, v in flags.items() if v is not None)
 

@@ -78,7 +78,6 @@ def _finetune(args: argparse.Namespace) -> int:
     from ..deploy.finetune import FinalTuneConfig, finetune_model
     from ..measure.latency import resolve_device
     from ..storage import atomic_write_json
-    from ..tasks.training import accuracy
 
     config = FinalTuneConfig(epochs=args.epochs, lr=args.lr, kd_alpha=args.kd_alpha,
                              kd_temperature=args.kd_temperature)
@@ -93,11 +92,11 @@ def _finetune(args: argparse.Namespace) -> int:
     out = _out_dir(args.out, not_same_as=pruned)
     task = _task_for_artifact(args, art, pruned, progress=not args.quiet)
     model = art.model
-    before = {"val_accuracy": accuracy(model, task.data.val), "test_accuracy": accuracy(model, task.data.test)}
+    before = {"val_accuracy": task.score(model, "val"), "test_accuracy": task.score(model, "test")}
     record = finetune_model(model, task, config=config, device=device, batch_size=args.batch_size, seed=args.seed)
-    after = {"val_accuracy": accuracy(model, task.data.val), "test_accuracy": accuracy(model, task.data.test),
-             "dense_val_accuracy": accuracy(task.model, task.data.val),
-             "dense_test_accuracy": accuracy(task.model, task.data.test)}
+    after = {"val_accuracy": task.score(model, "val"), "test_accuracy": task.score(model, "test"),
+             "dense_val_accuracy": task.score(task.model, "val"),
+             "dense_test_accuracy": task.score(task.model, "test")}
     summary = {"source": str(pruned), "task_fingerprint": task.fingerprint, "finetune": record, "before": before,
                "after": after}
     save_pruned_model(out / "pruned_model.pt", task=task, model=model, removed=art.removed, policy=art.policy,
@@ -140,7 +139,6 @@ def _sparsify(args: argparse.Namespace) -> int:
     from ..measure.latency import resolve_device
     from ..policy import Policy
     from ..storage import atomic_write_json, atomic_write_text
-    from ..tasks.training import accuracy
 
     config = SparsifyConfig(sparsity=args.sparsity, scope=args.scope, method=args.method, norm=args.norm,
                             include_output_layer=not args.skip_output_layer, finetune_epochs=args.finetune_epochs,
@@ -163,9 +161,9 @@ def _sparsify(args: argparse.Namespace) -> int:
     metrics = {
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
         "sparsity": n_zeros / max(n_weights, 1), "sparsity_before_cleanup": result.sparsity,
-        "nonzero_weights": n_weights - n_zeros, "val_accuracy": accuracy(model, task.data.val),
-        "test_accuracy": accuracy(model, task.data.test), "dense_val_accuracy": accuracy(task.model, task.data.val),
-        "dense_test_accuracy": accuracy(task.model, task.data.test), "finetune": result.finetune,
+        "nonzero_weights": n_weights - n_zeros, "val_accuracy": task.score(model, "val"),
+        "test_accuracy": task.score(model, "test"), "dense_val_accuracy": task.score(task.model, "val"),
+        "dense_test_accuracy": task.score(task.model, "test"), "finetune": result.finetune,
         "cleanup": None if cleanup is None else {
             "removed": cleanup.removed, "channels_removed": cleanup.channels_removed,
             "outgoing_dead": cleanup.outgoing_dead, "incoming_dead": cleanup.incoming_dead, "folded": cleanup.folded,
@@ -244,7 +242,8 @@ def _export(args: argparse.Namespace) -> int:
 def _register_export(sub: SubParsers) -> None:
     p = sub.add_parser("export", help="export a pruned model to TorchScript / ONNX (checked) / torch.export")
     p.add_argument("--pruned", required=True, help="pruned_model.pt of a search, finetune or sparsify")
-    p.add_argument("--formats", default="torchscript,onnx,state", help="comma list of torchscript, onnx, export, state")
+    p.add_argument("--formats", default="torchscript,onnx,state",
+                   help="comma list of torchscript, onnx, export, state, hf (Hugging Face models: save_pretrained)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest tolerated output difference")
     p.add_argument("--out", required=True, help="output directory")

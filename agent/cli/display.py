@@ -79,12 +79,14 @@ def print_search_summary(summary: dict[str, Any], *, out_dir: Path, checkpoint: 
         _print_infeasible(summary, out_dir=out_dir, checkpoint=checkpoint)
         return
     batch = (summary.get("latency_device") or {}).get("batch_size")
+    name = best.get("metric") or "accuracy"
+    fmt, unit = (".2f", "%") if name == "accuracy" else (".3f", "")
     rows = [
-        ("val accuracy (search eval)", _fmt(dense.get("accuracy"), ".2f", "%"), _fmt(best["accuracy"], ".2f", "%")),
-        ("val accuracy (final)", _fmt(final.get("dense_val_accuracy"), ".2f", "%"),
-         _fmt(final.get("val_accuracy"), ".2f", "%")),
-        ("test accuracy (final)", _fmt(final.get("dense_test_accuracy"), ".2f", "%"),
-         _fmt(final.get("test_accuracy"), ".2f", "%")),
+        (f"val {name} (search eval)", _fmt(dense.get("accuracy"), fmt, unit), _fmt(best["accuracy"], fmt, unit)),
+        (f"val {name} (final)", _fmt(final.get("dense_val_accuracy"), fmt, unit),
+         _fmt(final.get("val_accuracy"), fmt, unit)),
+        (f"test {name} (final)", _fmt(final.get("dense_test_accuracy"), fmt, unit),
+         _fmt(final.get("test_accuracy"), fmt, unit)),
         ("MACs", _fmt(dense.get("macs"), ".3g"), f"{_fmt(best['macs'], '.3g')} ({_fmt(best['flops_ratio'])}x)"),
         ("params", _fmt(dense.get("params"), ".3g"), f"{_fmt(best['params'], '.3g')} ({_fmt(best['params_ratio'])}x)"),
         ("latency", _fmt(best.get("dense_latency_ms", dense.get("latency_ms")), ".3f", " ms"),

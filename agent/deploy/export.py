@@ -28,12 +28,13 @@ from ..storage import atomic_torch_save, atomic_write_bytes, atomic_write_json
 __all__ = ["EXPORT_FORMATS", "DEFAULT_FORMATS", "ExportCheckError", "ExportReport", "export_model", "check_formats",
            "FILE_NAMES"]
 
-EXPORT_FORMATS = ("torchscript", "onnx", "export", "state")
-"""``torchscript`` (torch.jit), ``onnx``, ``export`` (torch.export ``.pt2``), ``state`` (tensors-only state dict)."""
+EXPORT_FORMATS = ("torchscript", "onnx", "export", "state", "hf")
+"""``torchscript`` (torch.jit), ``onnx``, ``export`` (torch.export ``.pt2``), ``state`` (tensors-only state dict),
+``hf`` (a Hugging Face model's ``save_pretrained`` directory, see :mod:`agent.deploy.hf_save`)."""
 DEFAULT_FORMATS = ("torchscript", "onnx", "state")
 """Formats written when none are named."""
 FILE_NAMES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx", "onnx_data": "model.onnx.data",
-              "export": "model.pt2", "state": "state_dict.pt"}
+              "export": "model.pt2", "state": "state_dict.pt", "hf": "hf"}
 """File name of each format in the output directory (``onnx_data``: the ONNX weights, beside ``model.onnx``)."""
 
 
@@ -110,6 +111,16 @@ def _torch_export(model: nn.Module, example: torch.Tensor, path: Path) -> Callab
     atomic_write_bytes(path, buf.getvalue())
     loaded = torch.export.load(str(path)).module()
     return lambda x: loaded(x).detach().numpy()
+
+
+def _hf(model: nn.Module, path: Path) -> Callable[[torch.Tensor], np.ndarray]:
+    from ..tasks.hub_sources import CausalLMLogits
+    from .hf_save import load_pruned, save_pruned
+
+    save_pruned(model, path)
+    loaded = load_pruned(path)
+    runner = CausalLMLogits(loaded) if isinstance(model, CausalLMLogits) else loaded
+    return lambda x: logits_of(runner(x)).detach().numpy()
 
 
 def _onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> tuple[Callable, str]:
@@ -206,6 +217,8 @@ def export_model(model: nn.Module, *, example_input: torch.Tensor, out_dir: str 
             run, how = _torchscript(model, example, path), "torch.jit.trace"
         elif fmt == "export":
             run, how = _torch_export(model, example, path), "torch.export (dynamic batch)"
+        elif fmt == "hf":
+            run, how = _hf(model, path), "save_pretrained; reload with agent.deploy.hf_save.load_pruned(path)"
         else:
             run, how = _onnx(model, example, path, opset)
             how = f"torch.onnx.export ({how}), checked with onnxruntime"

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import UserInputError
 from ..measure.latency import resolve_device
+from ..tasks.recipes import Optimizer, recipe_for
 from ..tasks.task import Task
 from ..tasks.training import TrainConfig, train_steps
 
@@ -34,6 +35,10 @@ class FinalTuneConfig:
     the total, split evenly between the steps."""
     lr: float | None = None
     """Peak learning rate (default: 1/10 of the dense training LR)."""
+    optimizer: Optimizer | None = None
+    """Optimizer (default: the model family's recipe: SGD for CNNs, AdamW for transformers)."""
+    warmup: float | None = None
+    """Warm-up fraction of the steps (default: the model family's recipe: 0 for CNNs, 0.1 for transformers)."""
     kd_alpha: float = 0.0
     """Knowledge-distillation weight from the dense model (0 = off, 1 = distillation loss only)."""
     kd_temperature: float = 4.0
@@ -50,6 +55,14 @@ class FinalTuneConfig:
             raise UserInputError(f"--final-epochs must be >= 0, got {self.epochs!r}: e.g. --final-epochs 5")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise UserInputError(f"--final-lr must be > 0, got {self.lr!r}: e.g. --final-lr 0.005")
+        if self.warmup is not None and not 0 <= self.warmup < 1:
+            raise UserInputError(f"--final-warmup must be in [0, 1), got {self.warmup!r}: e.g. --final-warmup 0.1")
+        if self.optimizer is not None:
+            try:
+                object.__setattr__(self, "optimizer", Optimizer(self.optimizer))
+            except ValueError:
+                raise UserInputError(f"--final-optimizer must be one of {', '.join(Optimizer)}, got "
+                                     f"{self.optimizer!r}: e.g. --final-optimizer adamw") from None
         if not 0 <= self.kd_alpha <= 1:
             raise UserInputError(f"--kd-alpha must be in [0, 1], got {self.kd_alpha!r}: e.g. --kd-alpha 0.5")
         if not (math.isfinite(self.kd_temperature) and self.kd_temperature > 0):
@@ -65,8 +78,8 @@ class FinalTuneConfig:
 
 
 def default_finetune_lr(task: Task) -> float:
-    """1/10 of the learning rate the dense model was trained with (0.05 when the checkpoint does not say)."""
-    return float(task.meta.get("lr", 0.05)) / 10
+    """1/10 of the dense model's training LR (its family recipe's when the checkpoint does not say: 0.05 for CNNs)."""
+    return float(task.meta.get("lr", recipe_for(task.model).lr)) / 10
 
 
 def finetune_model(model: nn.Module, task: Task, *, config: FinalTuneConfig, device: str = "cpu",
@@ -74,8 +87,9 @@ def finetune_model(model: nn.Module, task: Task, *, config: FinalTuneConfig, dev
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Fine-tune a pruned ``model`` in place on the task's training split.
 
-    SGD with Nesterov momentum and a cosine schedule from ``config.lr`` to 0; with ``config.kd_alpha > 0`` the
-    loss mixes cross-entropy and distillation from the dense model (``task.model``) as teacher.
+    The model family's optimizer and warm-up (SGD with Nesterov momentum for CNNs, AdamW with a linear warm-up
+    for transformers; ``config`` overrides them) and a cosine schedule from ``config.lr`` to 0; with
+    ``config.kd_alpha > 0`` the loss mixes cross-entropy and distillation from the dense model (``task.model``) as teacher.
 
     Example:
         >>> from agent import EvalSettings, FinalTuneConfig, Policy, build_task, finetune_model, get_engine
@@ -102,6 +116,7 @@ def finetune_model(model: nn.Module, task: Task, *, config: FinalTuneConfig, dev
     """
     epochs = config.epochs if epochs is None else epochs
     lr = config.lr or default_finetune_lr(task)
+    recipe = recipe_for(model, optimizer=config.optimizer, warmup=config.warmup)
     record: dict[str, Any] = {"epochs": epochs, "steps": 0, "lr": lr, "kd_alpha": config.kd_alpha,
                               "kd_temperature": config.kd_temperature, "loss": None, "wall_s": 0.0}
     if epochs <= 0:
@@ -112,7 +127,8 @@ def finetune_model(model: nn.Module, task: Task, *, config: FinalTuneConfig, dev
     t0 = time.monotonic()
     try:
         loss = train_steps(model.to(dev), task.data.train, device=dev, teacher=teacher,
-                           config=TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                           config=TrainConfig(steps=steps, lr=lr, optimizer=recipe.optimizer, warmup=recipe.warmup,
+                                              weight_decay=recipe.weight_decay, batch_size=batch_size, seed=seed,
                                               kd_alpha=config.kd_alpha, kd_temperature=config.kd_temperature),
                            progress=(lambda s: progress(s, steps)) if progress else None)
     finally:

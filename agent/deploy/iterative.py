@@ -30,7 +30,7 @@ from ..policy import Policy
 from ..pruning.graph import PruningGraph
 from ..pruning.plan_cost import predicted_flops_ratio, predicted_params_ratio
 from ..tasks.task import Task
-from ..tasks.training import accuracy, recalibrate_batchnorm
+from ..tasks.training import recalibrate_batchnorm
 from .finetune import SCHEDULES, FinalTuneConfig, finetune_model
 
 __all__ = ["IterativeStep", "IterativeOutcome", "polynomial_decay", "schedule_fractions", "step_ratios",
@@ -222,12 +222,12 @@ def iterative_prune(task: Task, policy: Policy, *, steps: int, schedule: str = "
                 rec.note = "no fine-tune configured (BatchNorm statistics re-estimated instead)"
                 recalibrate_batchnorm(model, task.data.train, batches=settings.bn_recalibration_batches,
                                       batch_size=settings.finetune_batch, seed=settings.seed)
-            rec.accuracy = accuracy(model.to(dev), task.data.val, device=dev, limit=settings.eval_limit)
+            rec.accuracy = task.score(model.to(dev), "val", device=dev, limit=settings.eval_limit)
             model.to("cpu")
         else:
             rec.note = "pruned nothing (channel rounding left every kept count unchanged): fine-tune skipped"
-            rec.accuracy = records[-1].accuracy if records else accuracy(
-                model.to(dev), task.data.val, device=dev, limit=settings.eval_limit)
+            rec.accuracy = records[-1].accuracy if records else task.score(model.to(dev), "val", device=dev,
+                                                                            limit=settings.eval_limit)
             model.to("cpu")
         rec.wall_s = round(time.monotonic() - t0, 3)
         records.append(rec)

@@ -19,8 +19,9 @@ from torch import nn
 from ..constraints import Constraints
 from ..measure.latency import measure_latency_ratio, resolve_device
 from ..policy import Policy
+from ..tasks.recipes import recipe_for
 from ..tasks.task import Task
-from ..tasks.training import TrainConfig, accuracy, recalibrate_batchnorm, train_steps
+from ..tasks.training import TrainConfig, recalibrate_batchnorm, train_steps
 from .engine import get_engine, model_mb
 from .records import EvalResult, EvalSettings, Status
 
@@ -81,18 +82,21 @@ def evaluate_policy(
     plan = engine.plan(policy, settings)
     model = engine.graph.apply(plan).to(dev)
     times["apply"] = time.perf_counter() - t0
-    result = EvalResult(policy, dense_accuracy=dense.accuracy, kept_channels=engine.kept_channels(plan))
+    result = EvalResult(policy, dense_accuracy=dense.accuracy, kept_channels=engine.kept_channels(plan),
+                        metric=task.metric.name)
 
-    split = task.data.val if settings.split == "val" else task.data.test
     t0 = time.perf_counter()
     if settings.finetune_steps > 0:
         def chunk_done(chunk: int, _steps: int) -> None:
-            acc = accuracy(model, split, device=dev, limit=settings.eval_limit)
+            acc = task.score(model, settings.split, device=dev, limit=settings.eval_limit)
             result.intermediate.append(acc)
             if on_chunk is not None:
                 on_chunk(chunk, acc)
 
-        config = TrainConfig(steps=settings.finetune_steps, lr=settings.finetune_lr,
+        recipe = recipe_for(task.model, optimizer=settings.finetune_optimizer, finetune_lr=settings.finetune_lr,
+                            warmup=settings.finetune_warmup)
+        config = TrainConfig(steps=settings.finetune_steps, lr=recipe.finetune_lr, optimizer=recipe.optimizer,
+                             warmup=recipe.warmup, weight_decay=recipe.weight_decay,
                              batch_size=settings.finetune_batch, kd_alpha=settings.kd_alpha,
                              kd_temperature=settings.kd_temperature, seed=settings.seed,
                              chunks=settings.finetune_chunks)
@@ -110,8 +114,8 @@ def evaluate_policy(
 
     t0 = time.perf_counter()
     result.accuracy = result.intermediate[-1] if result.intermediate else \
-        accuracy(model, split, device=dev, limit=settings.eval_limit)
-    result.acc_drop = dense.accuracy - result.accuracy
+        task.score(model, settings.split, device=dev, limit=settings.eval_limit)
+    result.acc_drop = task.metric.drop(dense=dense.accuracy, value=result.accuracy)
     macs, params = tp.utils.count_ops_and_params(model, task.example_input(device=dev))
     result.macs, result.params = float(macs), float(params)
     result.flops_ratio, result.params_ratio = result.macs / dense.macs, result.params / dense.params
@@ -136,7 +140,7 @@ def evaluate_policy(
     result.times = times
 
     if not math.isfinite(result.accuracy):
-        result.status, result.reason = Status.FAILED, "accuracy is not finite"
+        result.status, result.reason = Status.FAILED, f"{task.metric.name} is not finite"
     else:
         issues = constraints.check_result(result)
         result.feasible, result.reason = not issues, "; ".join(issues)

@@ -20,7 +20,6 @@ from ..pruning.importance import compute_importance
 from ..pruning.plan_cost import kept_channels, predicted_flops_ratio, predicted_params_ratio
 from ..pruning.thresholds import threshold_to_ratio
 from ..tasks.task import Task
-from ..tasks.training import accuracy
 from .records import DenseMetrics, EvalSettings
 
 if TYPE_CHECKING:
@@ -132,9 +131,8 @@ class PruningEngine:
         with self._lock:
             if key not in self._dense:
                 model = self.task.model
-                data = self.task.data.val if settings.split == "val" else self.task.data.test
                 dev = resolve_device(settings.device)
-                acc = accuracy(model.to(dev), data, device=dev, limit=settings.eval_limit)
+                acc = self.task.score(model.to(dev), settings.split, device=dev, limit=settings.eval_limit)
                 lat = measure_latency(model, self.task.input_shape, config=settings.latency).median_ms \
                     if settings.measure_latency else None
                 model.to("cpu")

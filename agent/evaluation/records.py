@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from ..measure.latency import LatencyConfig
 from ..policy import Policy
+from ..tasks.metrics import METRICS, Metric
+from ..tasks.recipes import Optimizer
 
 __all__ = ["DenseMetrics", "EvalResult", "EvalSettings", "Status"]
 
@@ -40,8 +42,14 @@ class EvalSettings:
 
     finetune_steps: int = 0
     """Optimizer steps of short fine-tuning after pruning (0 = none, AMC-style)."""
-    finetune_lr: float = 0.01
-    """Peak learning rate of the short fine-tune (cosine schedule)."""
+    finetune_lr: float | None = None
+    """Peak learning rate of the short fine-tune (cosine schedule); None = the model family's recipe (0.01 for
+    CNNs, 2e-4 for transformers, see :mod:`agent.tasks.recipes`)."""
+    finetune_optimizer: Optimizer | None = None
+    """Optimizer of the short fine-tune; None = the model family's (SGD for CNNs, AdamW for transformers)."""
+    finetune_warmup: float | None = None
+    """Warm-up fraction of the short fine-tune's steps; None = the model family's (0 for CNNs, 0.1 for
+    transformers)."""
     finetune_batch: int = 128
     """Batch size of the short fine-tune."""
     finetune_chunks: int = 1
@@ -75,6 +83,10 @@ class EvalSettings:
             raise ValueError(f"split must be 'val' or 'test', got {self.split!r}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
+        if self.finetune_optimizer is not None:
+            object.__setattr__(self, "finetune_optimizer", Optimizer(self.finetune_optimizer))
+        if self.finetune_warmup is not None and not 0 <= self.finetune_warmup < 1:
+            raise ValueError(f"finetune_warmup must be in [0, 1), got {self.finetune_warmup}: e.g. 0.1")
         if self.latency.device != self.device:
             object.__setattr__(self, "latency", dataclasses.replace(self.latency, device=self.device))
 
@@ -84,7 +96,7 @@ class DenseMetrics:
     """The dense model's metrics under one :class:`EvalSettings` (the denominators of every ratio)."""
 
     accuracy: float
-    """Accuracy in percent on the scored split."""
+    """The task's metric on the scored split (accuracy in percent, or perplexity)."""
     macs: float
     """Multiply-accumulates of one sample."""
     params: float
@@ -102,11 +114,14 @@ class EvalResult:
     status: Status = Status.OK
     """How the evaluation ended (a plain string such as ``"failed"`` is converted to its :class:`Status`)."""
     accuracy: float = float("nan")
-    """Top-1 accuracy in percent on the scored split."""
+    """The task's metric on the scored split: top-1 accuracy in percent, or perplexity (see ``metric``)."""
     dense_accuracy: float = float("nan")
-    """The dense model's accuracy on the same split."""
+    """The dense model's metric on the same split."""
     acc_drop: float = float("nan")
-    """``dense_accuracy - accuracy`` in percentage points."""
+    """How much worse than dense (:meth:`Metric.drop`): ``dense_accuracy - accuracy`` points for accuracy,
+    ``accuracy - dense_accuracy`` for perplexity."""
+    metric: str = "accuracy"
+    """Name of the metric in ``accuracy`` (see :data:`agent.tasks.metrics.METRICS`)."""
     macs: float = float("nan")
     """MACs of one sample (Torch-Pruning's counter)."""
     params: float = float("nan")
@@ -159,6 +174,7 @@ class EvalResult:
         r = self
         return {
             "status": r.status.value, "accuracy": r.accuracy, "dense_accuracy": r.dense_accuracy, "acc_drop": r.acc_drop,
+            **({"metric": r.metric} if r.metric != "accuracy" else {}),
             "flops_ratio": r.flops_ratio, "params_ratio": r.params_ratio, "macs": r.macs, "params": r.params,
             "latency_ms": r.latency_ms, "latency_ratio": r.latency_ratio, "latency_pred_ms": r.latency_pred_ms,
             "latency_ratio_lo": r.latency_ratio_lo, "latency_ratio_hi": r.latency_ratio_hi,
@@ -167,6 +183,16 @@ class EvalResult:
             "kept_channels": r.kept_channels, "wall_s": r.wall_s,
             **({"settings_overrides": r.settings_overrides} if r.settings_overrides else {}),
         }
+
+    @property
+    def quality(self) -> float:
+        """The metric oriented so that larger is better: what every ranking of results sorts by."""
+        return self.metric_info.quality(self.accuracy)
+
+    @property
+    def metric_info(self) -> Metric:
+        """The :class:`Metric` named by ``metric``."""
+        return METRICS[self.metric]
 
     @property
     def wall_s(self) -> float:

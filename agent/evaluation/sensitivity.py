@@ -20,6 +20,7 @@ from ..errors import user_error
 from ..policy import Policy
 from ..storage import atomic_write_json, atomic_write_text
 from ..tasks.datasets import cache_dir
+from ..tasks.metrics import METRICS
 from ..tasks.task import Task
 from .core import evaluate_policy
 from .engine import get_engine
@@ -57,16 +58,21 @@ class SensitivityProfile:
     """Cache key (task fingerprint + settings)."""
     meta: dict[str, object] = field(default_factory=dict)
     """Settings the profile was measured with."""
+    metric: str = "accuracy"
+    """The task's metric held in ``dense_accuracy`` / ``accuracy`` (drops follow its direction)."""
+
+    def _drop(self, value: float) -> float:
+        return METRICS[self.metric].drop(dense=self.dense_accuracy, value=value)
 
     def drop(self, unit: str, ratio: float) -> float:
         """Accuracy drop (points) of ``unit`` alone at ``ratio``, linearly interpolated (0 at ratio 0)."""
         xs = [0.0, *self.ratios]
-        ys = [0.0, *(self.dense_accuracy - a for a in self.accuracy[unit])]
+        ys = [0.0, *(self._drop(a) for a in self.accuracy[unit])]
         return float(np.interp(ratio, xs, ys))
 
     def drops(self, unit: str) -> list[float]:
         """Accuracy drops of ``unit`` at every analysed ratio."""
-        return [self.dense_accuracy - a for a in self.accuracy[unit]]
+        return [self._drop(a) for a in self.accuracy[unit]]
 
     def rows(self) -> list[dict[str, object]]:
         """Flat rows (unit, ratio, accuracy, acc_drop, flops_ratio, latency_ratio, shares) for CSV export.
@@ -79,7 +85,7 @@ class SensitivityProfile:
                 lat = self.latency_ratio.get(unit) or []
                 out.append({
                     "unit": unit, "ratio": r, "accuracy": self.accuracy[unit][i],
-                    "acc_drop": self.dense_accuracy - self.accuracy[unit][i],
+                    "acc_drop": self._drop(self.accuracy[unit][i]),
                     "flops_ratio": self.flops_ratio[unit][i], "latency_ratio": lat[i] if lat else None,
                     "macs_touched": self.macs_share[unit], "latency_share": self.latency_share.get(unit),
                 })
@@ -173,7 +179,7 @@ def analyse_sensitivity(
     profile = SensitivityProfile(
         ratios, names, dense.accuracy, acc, flops, lat,
         {u.name: u.macs_share for u in engine.units}, lat_share, importance, key,
-        {"settings": dataclasses.asdict(settings), "task": task.fingerprint},
+        {"settings": dataclasses.asdict(settings), "task": task.fingerprint}, task.metric.name,
     )
     if cache:
         profile.to_json(path)

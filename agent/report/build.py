@@ -208,7 +208,7 @@ class _Builder:
             best_key = Policy.from_dict(pol).key()
         self.image(plot_pareto(self.inp.results, self.plot_path("pareto.png"), costs=costs, best_key=best_key),
                    "Accuracy vs FLOPs / latency (non-dominated points joined)")
-        front = [r for r, f in zip(ok, pareto_mask([r.accuracy for r in ok], [r.flops_ratio for r in ok]),
+        front = [r for r, f in zip(ok, pareto_mask([r.quality for r in ok], [r.flops_ratio for r in ok]),
                                    strict=True) if f]
         self.doc.add(Heading("Non-dominated evaluations (accuracy vs FLOPs)", 3))
         self.doc.add(Table(("accuracy (%)", "FLOPs ratio", "params ratio", "latency ratio", "feasible"),

@@ -32,8 +32,13 @@ def constraint_gaps(result: Mapping[str, Any], constraints: Constraints) -> list
     if constraints.max_acc_drop is not None and result.get("acc_drop") is not None:
         drop, limit = float(result["acc_drop"]), constraints.max_acc_drop
         ok = _met(Constraints(max_acc_drop=limit), acc_drop=drop)
-        out.append(f"accuracy {float(result['accuracy']):.2f}% vs dense {float(result['dense_accuracy']):.2f}%: "
-                   f"drop {drop:.2f} points, allowed {limit:g}" + ("" if ok else f" ({drop - limit:.2f} over)"))
+        from ..tasks.metrics import METRICS
+
+        metric = METRICS[result.get("metric") or "accuracy"]
+        unit = f" {metric.drop_unit}" if metric.drop_unit else ""
+        out.append(f"{metric.name} {metric.text(float(result['accuracy']))} vs dense "
+                   f"{metric.text(float(result['dense_accuracy']))}: drop {drop:.2f}{unit}, allowed {limit:g}"
+                   + ("" if ok else f" ({drop - limit:.2f} over)"))
     for key, name, target in (("flops_ratio", "FLOPs", constraints.flops_target),
                               ("params_ratio", "params", constraints.params_target)):
         if target is not None and result.get(key) is not None:
@@ -73,7 +78,7 @@ def next_flags(result: Mapping[str, Any], constraints: Constraints, *, finetune_
     if acc_short:
         steps = 100 if finetune_steps <= 0 else 2 * finetune_steps
         flags.append(f"--finetune-steps {steps} (fine-tune each candidate before scoring it)")
-        flags.append(f"--max-acc-drop {math.ceil(float(drop) * 2) / 2:g} (allow the drop the closest policy has)")
+        flags.append(f"--max-metric-drop {math.ceil(float(drop) * 2) / 2:g} (allow the drop the closest policy has)")
         for flag, target in (("--flops-target", constraints.flops_target),
                              ("--params-target", constraints.params_target)):
             if target is not None and target < 1:

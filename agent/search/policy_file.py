@@ -21,7 +21,8 @@ from ..storage import atomic_write_json
 __all__ = ["EVALUATION_FIELDS", "PolicyFile", "evaluation_record", "apply_evaluation", "read_policy_file",
            "write_policy_file"]
 
-EVALUATION_FIELDS = ("finetune_steps", "finetune_lr", "finetune_batch", "finetune_chunks", "bn_recalibration_batches",
+EVALUATION_FIELDS = ("finetune_steps", "finetune_lr", "finetune_optimizer", "finetune_warmup", "finetune_batch",
+                     "finetune_chunks", "bn_recalibration_batches",
                      "kd_alpha", "kd_temperature", "split", "eval_limit", "seed", "importance_batches")
 """``EvalSettings`` fields that decide a candidate's accuracy (device and latency settings decide only its cost,
 which belongs to the machine re-scoring it)."""

@@ -27,9 +27,10 @@ RESULT_COLUMNS = [
     "latency_ms", "latency_pred_ms", "latency_ratio", "accuracy", "dense_accuracy", "acc_drop", "feasible",
     "reason", "wall_s", "macs", "params", "peak_mem_mb", "model_mb", "kept_channels", "intermediate",
     "times", "note", "policy_key", "timestamp", "settings_overrides",
-    "latency_ratio_lo", "latency_ratio_hi", "dense_latency_ms", "latency_rounds", "threads",
+    "latency_ratio_lo", "latency_ratio_hi", "dense_latency_ms", "latency_rounds", "threads", "metric",
 ]
-"""Columns of ``results.csv`` in order."""
+"""Columns of ``results.csv`` in order. ``accuracy`` / ``dense_accuracy`` / ``acc_drop`` hold the task's metric
+named in ``metric`` (accuracy in percent, or perplexity); files without the ``metric`` column are accuracy."""
 
 
 def _num(x: float | None) -> str:
@@ -60,6 +61,7 @@ def result_to_row(trial: int, method: str, result: EvalResult, note: str = "") -
         "dense_latency_ms": _num(result.dense_latency_ms),
         "latency_rounds": "" if result.latency_rounds is None else str(result.latency_rounds),
         "threads": "" if result.threads is None else str(result.threads),
+        "metric": result.metric,
     }
 
 
@@ -87,7 +89,7 @@ def row_to_result(row: dict[str, str]) -> EvalResult:
         latency_ratio_lo=_opt(row.get("latency_ratio_lo", "")), latency_ratio_hi=_opt(row.get("latency_ratio_hi", "")),
         dense_latency_ms=_opt(row.get("dense_latency_ms", "")),
         latency_rounds=int(row["latency_rounds"]) if row.get("latency_rounds") else None,
-        threads=int(row["threads"]) if row.get("threads") else None,
+        threads=int(row["threads"]) if row.get("threads") else None, metric=row.get("metric") or "accuracy",
     )
 
 

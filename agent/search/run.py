@@ -28,7 +28,6 @@ from ..pruning.coverage import check_prunable
 from ..searchers.base import get_searcher
 from ..storage import atomic_write_json
 from ..tasks.task import Task
-from ..tasks.training import accuracy
 from .advice import constraint_gaps, next_flags
 from .feasibility import check_latency_floor
 from .policy_file import write_policy_file
@@ -127,7 +126,7 @@ def _ranked_candidates(session: SearchSession) -> list[EvalResult]:
     feasible = [r for r in session.results() if r.ok and r.feasible]
     near = [r for r in session.results() if r.ok and not r.feasible and _only_latency_near(session, r)]
     for group in (feasible, near):
-        for r in sorted(group, key=lambda r: (-round(r.accuracy, 6), r.flops_ratio)):
+        for r in sorted(group, key=lambda r: (-round(r.quality, 6), r.flops_ratio)):
             if r.policy.key() not in seen:
                 seen.add(r.policy.key())
                 ranked.append(r)
@@ -225,7 +224,7 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
         chosen, model = _confirm(session, ranked, settings=settings, confirmed=confirmed, progress=bar)
     summary["confirmation"] = confirmed
     if chosen is None:
-        closest = min(ok, key=lambda r: (len(r.reason.split(";")) if r.reason else 0, -r.accuracy))
+        closest = min(ok, key=lambda r: (len(r.reason.split(";")) if r.reason else 0, -r.quality))
         closest_dict = closest.to_dict()
         write_policy_file(out_dir / CLOSEST_POLICY, policy=closest.policy, metrics=closest_dict,
                           settings=session.settings, overrides=closest.settings_overrides, feasible=False)
@@ -261,10 +260,10 @@ def finalize(session: SearchSession, *, out_dir: Path, final: FinalTuneConfig, c
             final_metrics = finetune_model(model, task, config=final, device=settings.device,
                                            batch_size=settings.finetune_batch, seed=settings.seed, progress=bar)
     dev = settings.device
-    final_metrics["val_accuracy"] = accuracy(model.to(dev), task.data.val, device=dev)
-    final_metrics["test_accuracy"] = accuracy(model, task.data.test, device=dev)
-    final_metrics["dense_val_accuracy"] = accuracy(task.model.to(dev), task.data.val, device=dev)
-    final_metrics["dense_test_accuracy"] = accuracy(task.model, task.data.test, device=dev)
+    final_metrics["val_accuracy"] = task.score(model.to(dev), "val", device=dev)
+    final_metrics["test_accuracy"] = task.score(model, "test", device=dev)
+    final_metrics["dense_val_accuracy"] = task.score(task.model.to(dev), "val", device=dev)
+    final_metrics["dense_test_accuracy"] = task.score(task.model, "test", device=dev)
     task.model.to("cpu")
     model.to("cpu")
     best = chosen.to_dict()

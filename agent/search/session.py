@@ -263,7 +263,7 @@ class SearchSession:
         feasible = [r for r in self.results() if r.ok and r.feasible]
         if not feasible:
             return None
-        return max(feasible, key=lambda r: (round(r.accuracy, 6), -r.flops_ratio))
+        return max(feasible, key=lambda r: (round(r.quality, 6), -r.flops_ratio))
 
     def close(self) -> None:
         """Close the progress bar."""

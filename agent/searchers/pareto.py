@@ -59,9 +59,9 @@ def pareto_front(history: Sequence[tuple[int, EvalResult]], *, objective: str) -
             seen.add(r.policy.key())
             points.append((trial, r, float(c)))  # type: ignore[arg-type]
 
-    keep = pareto_mask([r.accuracy for _, r, _ in points], [c for _, _, c in points])
+    keep = pareto_mask([r.quality for _, r, _ in points], [c for _, _, c in points])
     front = [p for p, k in zip(points, keep, strict=True) if k]
-    return [(t, r) for t, r, _ in sorted(front, key=lambda p: (p[2], -p[1].accuracy))]
+    return [(t, r) for t, r, _ in sorted(front, key=lambda p: (p[2], -p[1].quality))]
 
 
 def write_pareto(out_dir: Path, *, history: Sequence[tuple[int, EvalResult]], front: Sequence[tuple[int, EvalResult]],

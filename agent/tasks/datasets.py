@@ -38,7 +38,9 @@ class DataSplits:
     input_shape: tuple[int, ...]
     """Shape of one sample without the batch dimension, e.g. ``(1, 40)`` or ``(3, 32, 32)``."""
     num_classes: int
-    """Number of output classes."""
+    """Number of output classes (the vocabulary size of a language-model dataset)."""
+    metric: str = "accuracy"
+    """Quality metric of models on this data (see :data:`agent.tasks.metrics.METRICS`)."""
 
 
 def cache_dir() -> Path:
@@ -210,6 +212,7 @@ DATASETS: dict[str, Callable[..., DataSplits]] = {
     "cifar10": _vision("cifar10"),
     "mnist1d-hard": _bench("mnist1d-hard"),
     "digits-aug": _bench("digits-aug"),
+    "pystdlib": lambda **kw: importlib.import_module("agent.tasks.lm").pystdlib(**kw),  # imported on first use
 }
 """Registry of built-in datasets; ``imagefolder:PATH`` is handled by :func:`load_dataset`."""
 

@@ -15,8 +15,10 @@ from torch import nn
 from ..errors import user_error
 from ..storage import atomic_torch_save
 from .datasets import DataSplits, cache_dir, check_dataset_name, load_dataset
+from .metrics import METRICS, Metric, score
 from .models import build_model, check_model_spec
-from .training import TrainConfig, accuracy, train_steps
+from .recipes import Family, Optimizer, recipe_for
+from .training import TrainConfig, train_steps
 
 __all__ = [
     "Task", "TaskSpec", "build_task", "load_task", "train_dense", "save_checkpoint", "read_checkpoint",
@@ -72,6 +74,17 @@ class Task:
         """Number of output classes."""
         return self.data.num_classes
 
+    @property
+    def metric(self) -> Metric:
+        """The quality metric of the task (accuracy, or perplexity for a language model)."""
+        return METRICS[self.data.metric]
+
+    def score(self, model: nn.Module, split: str = "val", *, device: torch.device | str = "cpu",
+              limit: int | None = None) -> float:
+        """The task's metric for ``model`` on the ``val`` or ``test`` split (the first ``limit`` samples)."""
+        data = self.data.val if split == "val" else self.data.test
+        return score(model, data, metric=self.data.metric, device=device, limit=limit)
+
     def example_input(self, batch_size: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
         """A deterministic example input of the task's shape (for tracing, FLOPs and latency)."""
         gen = torch.Generator().manual_seed(0)
@@ -86,19 +99,25 @@ def _fingerprint(spec: TaskSpec, state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def train_dense(spec: TaskSpec, *, epochs: int = 15, lr: float = 0.05, batch_size: int = 128, seed: int = 0,
-                device: str = "cpu", data: DataSplits | None = None, progress: bool = False) -> Task:
-    """Train a dense baseline from scratch.
+def train_dense(spec: TaskSpec, *, epochs: int = 15, lr: float | None = None, batch_size: int | None = None, seed: int = 0,
+                device: str = "cpu", data: DataSplits | None = None, progress: bool = False,
+                family: Family | str | None = None, optimizer: Optimizer | str | None = None,
+                weight_decay: float | None = None, warmup: float | None = None) -> Task:
+    """Train a dense baseline from scratch with its family's recipe (:mod:`agent.tasks.recipes`).
 
     Args:
         spec: Model and dataset.
         epochs: Passes over the training split.
-        lr: Peak SGD learning rate (cosine schedule).
-        batch_size: Mini-batch size.
+        lr: Peak learning rate (default: the recipe's; cosine schedule).
+        batch_size: Mini-batch size (default: the recipe's).
         seed: Seed of the weight init and data order.
         device: Training device.
         data: Already loaded splits (loaded from ``spec`` if omitted).
         progress: Show a progress bar.
+        family: Train with this family's recipe (default: the model's, by :func:`~agent.tasks.recipes.model_family`).
+        optimizer: Overrides the recipe's optimizer.
+        weight_decay: Overrides the recipe's weight decay.
+        warmup: Overrides the recipe's warm-up fraction.
 
     Returns:
         The trained task (not yet saved).
@@ -109,20 +128,29 @@ def train_dense(spec: TaskSpec, *, epochs: int = 15, lr: float = 0.05, batch_siz
     data = data or load_dataset(spec.dataset, seed=spec.data_seed)
     torch.manual_seed(seed)
     model = build_model(spec.model, data.input_shape, data.num_classes).to(device)
+    try:
+        recipe = recipe_for(model, family=family, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup=warmup,
+                            batch_size=batch_size)
+    except ValueError as exc:
+        raise user_error("bad training recipe:", str(exc), "see `train --help`") from None
+    batch_size = recipe.batch_size
     steps = epochs * max(1, len(data.train) // batch_size)  # type: ignore[arg-type]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=f"train {spec.model} on {spec.dataset}", unit="step", leave=False)
-    train_steps(model, data.train, config=TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seed=seed),
-                device=device, progress=(lambda _s: bar.update(1)) if bar else None)
+    config = TrainConfig(steps=steps, lr=recipe.lr, optimizer=recipe.optimizer, warmup=recipe.warmup,
+                         weight_decay=recipe.weight_decay, batch_size=batch_size, seed=seed)
+    train_steps(model, data.train, config=config, device=device, progress=(lambda _s: bar.update(1)) if bar else None)
     if bar:
         bar.close()
     model = model.cpu().eval()
     meta = {
-        "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-        "val_accuracy": accuracy(model, data.val), "test_accuracy": accuracy(model, data.test),
+        "epochs": epochs, "lr": recipe.lr, "optimizer": str(recipe.optimizer), "weight_decay": recipe.weight_decay,
+        "warmup": recipe.warmup, "batch_size": batch_size, "seed": seed,
+        "metric": data.metric, "val_accuracy": score(model, data.val, metric=data.metric),
+        "test_accuracy": score(model, data.test, metric=data.metric),
     }
     return Task(spec, model, data, _fingerprint(spec, model.state_dict()), meta)
 

@@ -1,7 +1,8 @@
 """One training loop for dense training, the short fine-tune inside evaluations and the final fine-tune.
 
-Step-based (``steps`` optimizer updates), SGD with Nesterov momentum and a cosine learning-rate schedule,
-optional knowledge distillation from a teacher (the dense model), and a callback after each chunk of steps
+Step-based (``steps`` optimizer updates), SGD with Nesterov momentum or AdamW (the model family's recipe, see
+:mod:`agent.tasks.recipes`), an optional linear warm-up and a cosine learning-rate schedule, optional knowledge
+distillation from a teacher (the dense model), and a callback after each chunk of steps
 (used by Optuna / Ray Tune to stop bad candidates early).
 """
 
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..measure.threads import ThroughputWatch
 from ..outputs import logits_of
+from .recipes import Optimizer
 
 __all__ = [
     "TrainConfig", "train_steps", "accuracy", "infinite_batches", "recalibrate_batchnorm", "NonFiniteLossError",
@@ -35,11 +37,15 @@ class TrainConfig:
     steps: int
     """Number of optimizer updates (0 = no training)."""
     lr: float = 0.05
-    """Peak learning rate (SGD, Nesterov momentum 0.9), annealed to 0 with a cosine schedule."""
+    """Peak learning rate, annealed to 0 with a cosine schedule (after the warm-up)."""
+    optimizer: Optimizer = Optimizer.SGD
+    """SGD (Nesterov momentum 0.9) or AdamW."""
+    warmup: float = 0.0
+    """Fraction of the steps with a linear warm-up from 0 to ``lr`` (0 = none)."""
     batch_size: int = 128
     """Mini-batch size."""
     weight_decay: float = 5e-4
-    """L2 weight decay."""
+    """Weight decay (L2 for SGD, decoupled for AdamW)."""
     kd_alpha: float = 0.0
     """Weight of the distillation loss (0 = plain cross-entropy; 1 = distillation only)."""
     kd_temperature: float = 4.0
@@ -58,6 +64,9 @@ class TrainConfig:
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}: e.g. --kd-alpha 0.5")
         if self.kd_temperature <= 0:
             raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}: e.g. --kd-temperature 4")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}: e.g. --warmup 0.1")
+        object.__setattr__(self, "optimizer", Optimizer(self.optimizer))
         if self.batch_size < 1 or self.chunks < 1:
             raise ValueError(f"batch_size and chunks must be >= 1, got {self.batch_size} and {self.chunks}")
 
@@ -100,9 +109,7 @@ def train_steps(
     if config.steps == 0:
         return 0.0
     device = torch.device(device)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
-                          weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
+    opt, sched = _optimizer(model, config)
     use_kd = teacher is not None and config.kd_alpha > 0
     if use_kd:
         teacher.eval()
@@ -115,11 +122,11 @@ def train_steps(
         for step in range(1, config.steps + 1):
             x, y = next(batches)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = logits_of(model(x))
+            logits, y = _per_target(logits_of(model(x)), y)
             loss = F.cross_entropy(logits, y)
             if use_kd:
                 with torch.no_grad():
-                    t_logits = logits_of(teacher(x))
+                    t_logits = _per_target(logits_of(teacher(x)), y)[0]
                 t = config.kd_temperature
                 kd = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean") * t * t
                 loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
@@ -143,6 +150,32 @@ def train_steps(
         return running / count if count else last
     finally:
         model.eval()
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    if config.optimizer is Optimizer.ADAMW:
+        opt: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                                       weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
+                              weight_decay=config.weight_decay)
+    warm = int(config.warmup * config.steps)
+    if warm == 0:
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
+
+    def factor(step: int) -> float:  # linear warm-up to the peak, then cosine decay to 0
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * (step + 1 - warm) / (config.steps + 1 - warm)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _per_target(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[N, C]`` and targets ``[N]``: a sequence model's ``[N, L, C]`` / ``[N, L]`` are flattened."""
+    if logits.dim() > 2:
+        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    return logits, y
 
 
 @torch.inference_mode()

@@ -284,9 +284,10 @@ class OptunaSearcher(Searcher):
         last = math.ceil(steps / max(1, math.ceil(steps / chunks))) - 1 if steps else 0
 
         def on_chunk(chunk: int, acc: float) -> None:
-            trial.report(acc, step=chunk)
+            trial.report(session.task.metric.quality(acc), step=chunk)
             if chunk < last and trial.should_prune():
-                raise TrialStopped(f"{self._pruner} pruner after fine-tune chunk {chunk + 1}: accuracy {acc:.2f}%")
+                raise TrialStopped(f"{self._pruner} pruner after fine-tune chunk {chunk + 1}: "
+                                   f"{session.task.metric.name} {session.task.metric.text(acc)}")
 
         report = self._pruner != "none" and not self.multi_objective
         return session.evaluate(policy, note=note, on_chunk=on_chunk if report else None, overrides=overrides,
@@ -324,7 +325,7 @@ class OptunaSearcher(Searcher):
             cons = session.constraints.constraint_values(
                 flops_ratio=result.flops_ratio, params_ratio=result.params_ratio,
                 latency_ratio=result.latency_bound[0], latency_ms=result.latency_bound[1], acc_drop=result.acc_drop)
-            values = [result.accuracy, COST_OF[objective](result) if objective else 0.0]
+            values = [result.quality, COST_OF[objective](result) if objective else 0.0]
             for key in ("flops_ratio", "params_ratio", "latency_ratio", "acc_drop"):
                 value = getattr(result, key)
                 if value is not None and math.isfinite(value):

@@ -192,7 +192,7 @@ def evaluate_trial(config: dict[str, Any], *, task: Task, space: Any, settings: 
     trial_settings = dataclasses.replace(_trial_settings(settings, use_gpu), **cand.overrides)
 
     def chunk(i: int, acc: float) -> None:
-        tune.report({"score": acc, "accuracy": acc, "chunk": i, "done": False})
+        tune.report({"score": task.metric.quality(acc), "accuracy": acc, "chunk": i, "done": False})
 
     try:
         result = evaluate_policy(task, cand.policy, settings=trial_settings, constraints=constraints,
@@ -200,8 +200,8 @@ def evaluate_trial(config: dict[str, Any], *, task: Task, space: Any, settings: 
     except Exception as exc:  # noqa: BLE001 - recorded as a failed trial; the experiment goes on
         result = EvalResult(cand.policy, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:500])
     result.settings_overrides = dict(cand.overrides)
-    score = result.accuracy if result.ok and result.feasible else \
-        (result.accuracy - 100.0 if result.ok and math.isfinite(result.accuracy) else -200.0)
+    score = result.quality if result.ok and result.feasible else \
+        (result.quality - result.metric_info.scale if result.ok and math.isfinite(result.accuracy) else -200.0)
     tune.report({"score": score, "accuracy": result.accuracy if result.ok else -1.0, "done": True,
                  "row": json.dumps(result_to_row(0, "ray", result))})
 

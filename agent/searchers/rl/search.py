@@ -112,7 +112,7 @@ class RLSearcher(Searcher):
 
     def describe(self) -> str:  # noqa: D102
         c = self.rl_config or RLConfig()
-        best = f", best feasible {self.best.accuracy:.2f}%" if self.best is not None else ""
+        best = f", best feasible {self.best.metric_info.text(self.best.accuracy)}" if self.best is not None else ""
         return (f"rl({c.algo}, reward={c.reward or 'auto'}, action_mode={c.action_mode}, "
                 f"episodes={self.episodes_run}{best})")
 
@@ -127,7 +127,7 @@ class RLSearcher(Searcher):
         phase = self._phase(self.episodes_run)
         result = session.evaluate(session.make_policy(policy.ratios),
                                   note=f"rl-{self.rl_config.algo} episode {self.episodes_run} ({phase})")
-        if result.ok and result.feasible and (self.best is None or result.accuracy > self.best.accuracy):
+        if result.ok and result.feasible and (self.best is None or result.quality > self.best.quality):
             self.best = result
         return result
 

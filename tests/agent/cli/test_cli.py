@@ -176,7 +176,7 @@ def test_infeasible_search_writes_the_closest_policy_and_says_what_to_try(tmp_pa
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "no feasible policy in 1 evaluations" in r.stdout and '{"status"' not in r.stdout
     assert "allowed 0" in r.stdout and "over)" in r.stdout, r.stdout  # how far off, in words
-    assert "--finetune-steps 100" in r.stdout and "--max-acc-drop" in r.stdout and "--flops-target" in r.stdout
+    assert "--finetune-steps 100" in r.stdout and "--max-metric-drop" in r.stdout and "--flops-target" in r.stdout
     closest = json.loads((out / "closest_policy.json").read_text())
     assert closest["feasible"] is False and closest["evaluation"]["finetune_steps"] == 0
     assert closest["evaluation"]["eval_limit"] == 300

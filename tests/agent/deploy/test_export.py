@@ -46,6 +46,21 @@ def test_onnx_round_trip_1d_pruned_cnn(tiny_task, tmp_path):
         np.testing.assert_allclose(_onnx_outputs(tmp_path / "model.onnx", x), model(x).numpy(), atol=1e-4, rtol=0)
 
 
+def test_pruned_vit_tiny_exports_to_onnx_and_matches_in_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    dense = build_model("vit-tiny", (1, 32, 32), 10)
+    graph = PruningGraph(dense, torch.zeros(1, 1, 32, 32))
+    assert graph.unit_names()  # the MLP widths of the encoder layers at least
+    scores = {u.name: torch.rand(u.channels) for u in graph.units}
+    model = graph.apply(graph.select(scores, dict.fromkeys(graph.unit_names(), 0.5))).eval()
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in dense.parameters())
+    rep = export_model(model, example_input=torch.zeros(1, 1, 32, 32), out_dir=tmp_path, formats=["onnx"])
+    assert rep.max_abs_diff["onnx"] <= 1e-4
+    x = torch.randn(5, 1, 32, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(_onnx_outputs(tmp_path / "model.onnx", x), model(x).numpy(), atol=1e-4, rtol=0)
+
+
 def test_onnx_export_travels_to_a_copied_folder(tmp_path):
     """The weights file has its final name, is listed in export.json, and loads from a copy of the folder."""
     import shutil
