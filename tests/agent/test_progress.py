@@ -26,10 +26,14 @@ def test_phase_bar_is_silent_until_the_first_report(capsys):
 def test_building_the_latency_table_shows_a_bar(tiny_task, fast_settings, capsys):
     # a batch size no other test uses, so the table is built here rather than read from the cache
     settings = dataclasses.replace(fast_settings, latency=dataclasses.replace(fast_settings.latency, batch_size=3))
-    table = _latency_table(get_engine(tiny_task), settings=settings, round_to=None, progress=True)
-    assert table is not None
-    err = capsys.readouterr().err
-    assert "latency table" in err and "layer" in err
+    engine = get_engine(tiny_task)
+    try:
+        table = _latency_table(engine, settings=settings, round_to=None, progress=True)
+        assert table is not None
+        err = capsys.readouterr().err
+        assert "latency table" in err and "layer" in err
+    finally:
+        engine.latency_model = None  # the engine is shared by every test of the session's tiny task
 
 
 def test_search_phases_show_bars_unless_quiet(tmp_path, tiny_checkpoint):

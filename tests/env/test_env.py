@@ -27,6 +27,10 @@ def _episode(e, actions):
 
 @pytest.fixture()
 def make_env(tiny_task):
+    from agent.evaluation import get_engine
+
+    get_engine(tiny_task).latency_model = None  # a table another test's search attached to the shared engine
+
     def make(**kw):
         return LayerPruningEnv(tiny_task, **kw)
 
