@@ -89,6 +89,24 @@ def _check_number(what: str, v: Any, mode: str) -> float:
     return float(v)
 
 
+def _bound_map(what: str, field_name: str, value: Any, mode: str, *, keys: str, example: str,
+               fixed: str) -> dict[str, tuple[float, float]]:
+    """A ``{name: [low, high]}`` field (``units`` or ``kinds``), checked; one number fixes the bound."""
+    if not isinstance(value, Mapping):
+        raise user_error(f"search space: '{field_name}' must map {keys} to [low, high], got", value,
+                         f"write {field_name}: {example}")
+    out: dict[str, tuple[float, float]] = {}
+    for key, item in value.items():
+        pair = _tuple(item)
+        if len(pair) == 1:
+            pair = (pair[0], pair[0])
+        if len(pair) != 2:
+            raise user_error(f"search space: bounds of {what} {key!r} must be [low, high], got", item,
+                             f"e.g. [0.0, 0.5] (or one number to {fixed})")
+        out[str(key)] = _check_bounds(f"bounds of {what} {key!r}", pair[0], pair[1], mode)
+    return out
+
+
 def _check_bounds(what: str, lo: Any, hi: Any, mode: str) -> tuple[float, float]:
     lo, hi = _check_number(f"{what} low", lo, mode), _check_number(f"{what} high", hi, mode)
     if lo > hi:
@@ -139,31 +157,10 @@ class SearchSpace:
                 put(self, label, _check_number(label, value, self.mode))
         if self.low is not None and self.high is not None:
             _check_bounds("bounds", self.low, self.high, self.mode)
-        units: dict[str, tuple[float, float]] = {}
-        if not isinstance(self.units, Mapping):
-            raise user_error("search space: 'units' must map unit names to [low, high], got", self.units,
-                             "write units: {'layer1.0.conv1': [0.0, 0.5]}")
-        for key, value in self.units.items():
-            pair = _tuple(value)
-            if len(pair) == 1:
-                pair = (pair[0], pair[0])
-            if len(pair) != 2:
-                raise user_error(f"search space: bounds of unit {key!r} must be [low, high], got", value,
-                                 "e.g. [0.0, 0.5] (or one number to fix the unit)")
-            units[str(key)] = _check_bounds(f"bounds of unit {key!r}", pair[0], pair[1], self.mode)
-        put(self, "units", units)
-        kinds: dict[str, tuple[float, float]] = {}
-        if not isinstance(self.kinds, Mapping):
-            raise user_error("search space: 'kinds' must map unit kinds to [low, high], got", self.kinds,
-                             "write kinds: {heads: [0.0, 0.5], mlp: [0.0, 0.7]}")
-        for key, value in self.kinds.items():
-            pair = _tuple(value)
-            pair = (pair[0], pair[0]) if len(pair) == 1 else pair
-            if len(pair) != 2:
-                raise user_error(f"search space: bounds of kind {key!r} must be [low, high], got", value,
-                                 "e.g. [0.0, 0.5] (or one number to fix every unit of the kind)")
-            kinds[str(key)] = _check_bounds(f"bounds of kind {key!r}", pair[0], pair[1], self.mode)
-        put(self, "kinds", kinds)
+        put(self, "units", _bound_map("unit", "units", self.units, self.mode, keys="unit names",
+                                      example="{'layer1.0.conv1': [0.0, 0.5]}", fixed="fix the unit"))
+        put(self, "kinds", _bound_map("kind", "kinds", self.kinds, self.mode, keys="unit kinds",
+                                      example="{heads: [0.0, 0.5], mlp: [0.0, 0.7]}", fixed="fix every unit of the kind"))
         rules = []
         for rule in _tuple(self.groups) if not isinstance(self.groups, GroupRule) else (self.groups,):
             rules.append(rule if isinstance(rule, GroupRule) else _rule_from(rule))
