@@ -242,6 +242,24 @@ class Constraints:
                                latency_ms=None if ms is None else ms / latency_slack, acc_drop=result.acc_drop,
                                metric=getattr(result, "metric", "accuracy"))
 
+    def latency_miss(self, result: Any) -> float | None:
+        """How far a result's measured latency is from its target: bound / target (above 1 = missed).
+
+        Read by the one rule of :meth:`check_result` (the upper end of the measured interval); None without a
+        latency target or a measured latency.
+
+        Example:
+            >>> from types import SimpleNamespace
+            >>> Constraints(latency_target=LatencyTarget(0.5)).latency_miss(SimpleNamespace(latency_bound=(0.55, 5.5)))
+            1.1
+        """
+        lt = self.latency_target
+        if lt is None:
+            return None
+        ratio, ms = result.latency_bound
+        value = ratio if lt.unit == "ratio" else ms
+        return None if value is None else round(value / lt.value, 12)
+
     def overage(self, cost: CostProbe, *, margin: float = 0.0, latency_margin: float = 0.0,
                 dense_latency_ms: float | None = None) -> float:
         """Largest ``cost / target`` over the cost targets: at most 1 within budget, above 1 over it.

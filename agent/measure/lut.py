@@ -176,6 +176,18 @@ def _grid(size: int | None, controlled: bool, grid: Sequence[float], round_to: i
     return sorted({max(1, round(size * f)) / size for f in grid} | {1.0})
 
 
+def _monotone(ms: list[list[float]]) -> list[list[float]]:
+    """Each cell at most every cell of equal or larger widths: a narrower layer is never slower.
+
+    Load only ever slows a timing down, so a cell slower than a wider one is a burst of other work; it takes the
+    wider cell's time (a suffix minimum along both axes).
+    """
+    table = np.asarray(ms, dtype=float)
+    table = np.minimum.accumulate(table[::-1, ::-1], axis=0)
+    table = np.minimum.accumulate(table, axis=1)[::-1, ::-1]
+    return table.tolist()
+
+
 def _signature(graph: PruningGraph, input_shape: Sequence[int]) -> str:
     """Architecture, input shape and which units there are (layers kept whole change the table)."""
     return hashlib.sha1((repr(graph.model) + repr(tuple(input_shape)) + repr(graph.unit_names())).encode()).hexdigest()[:12]
@@ -221,7 +233,7 @@ def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyCo
     key_src = json.dumps({"sig": _signature(graph, input_shape), "device": str(device),
                           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
                           "batch": config.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "v": 2}, sort_keys=True)
+                          "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "v": 3}, sort_keys=True)
     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
     path = (Path(cache_root) if cache_root else cache_dir() / "latency") / f"{key}.json"
     if cache and path.exists():
@@ -255,7 +267,7 @@ def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyCo
                 row.append(stats.median_ms)
                 noise.append(stats.noise)
             ms.append(row)
-        layers[name] = LayerTable(name, in_grid, out_grid, ms, float(np.median(noise)))
+        layers[name] = LayerTable(name, in_grid, out_grid, _monotone(ms), float(np.median(noise)))
         if progress:
             progress(done, len(dims))
     table = LatencyTable(key, str(device), config.batch_size, 0.0, layers, [], [],

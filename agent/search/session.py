@@ -333,22 +333,24 @@ class SearchSession:
         return self._sensitivity
 
     def min_ratio_meeting(self, cost_of: Callable[[float], CostProbe], *, lo: float | None = None,
-                          hi: float | None = None, iters: int = 14) -> float:
+                          hi: float | None = None, iters: int = 14, margin: float = LATENCY_MARGIN) -> float:
         """Smallest ratio ``r`` in ``[lo, hi]`` whose cost meets the targets (cost falls as ``r`` grows).
+
+        Latency is held ``margin`` under its target (:meth:`meets_cost`).
 
         Raises:
             UserInputError: The targets cannot be met even at ``hi``.
         """
         lo = self.config.min_ratio if lo is None else lo
         hi = self.config.max_ratio if hi is None else hi
-        if self.meets_cost(cost_of(lo)):
+        if self.meets_cost(cost_of(lo), margin=margin):
             return lo
         at_max = cost_of(hi)
-        if not self.meets_cost(at_max):
+        if not self.meets_cost(at_max, margin=margin):
             raise self.unreachable(at_max, hi)
         for _ in range(iters):
             mid = (lo + hi) / 2
-            if self.meets_cost(cost_of(mid)):
+            if self.meets_cost(cost_of(mid), margin=margin):
                 hi = mid
             else:
                 lo = mid

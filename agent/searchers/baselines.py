@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from ..policy import Policy
 from ..pruning.dependency import barrier_aware
 from ..search.session import BudgetExhausted, SearchConfig, SearchSession
 from .base import Searcher
+from .latency_retry import evaluate_meeting_latency
 
 __all__ = ["UniformSearcher", "GlobalSearcher", "GreedySearcher", "global_pruning_ratios", "uniform_policy",
            "greedy_policy"]
@@ -52,10 +53,12 @@ def _accuracy_bisect(session: SearchSession, ratios_of: callable, note: str) -> 
         return
 
 
-def uniform_policy(session: SearchSession) -> Policy | None:
+def uniform_policy(session: SearchSession, *, margin: float = LATENCY_MARGIN,
+                   cost_of: Callable[[float], CostProbe] | None = None) -> Policy | None:
     """The uniform policy with the smallest ratio meeting the cost targets (None without a cost target).
 
-    Costs are probed on built models (and measured latency when latency is constrained); nothing is evaluated.
+    Costs are probed on built models (and measured latency when latency is constrained, aimed ``margin`` under
+    its target); nothing is evaluated. ``cost_of`` (ratio -> probe) reuses an earlier call's memoised probes.
 
     Raises:
         UserInputError: The targets cannot be met even at ``max_ratio``.
@@ -63,7 +66,8 @@ def uniform_policy(session: SearchSession) -> Policy | None:
     if not session.constraints.has_cost_target:
         return None
     units = session.unit_names
-    r = session.min_ratio_meeting(_cost_probe(session, lambda x: dict.fromkeys(units, x)))
+    cost_of = cost_of or _cost_probe(session, lambda x: dict.fromkeys(units, x))
+    r = session.min_ratio_meeting(cost_of, margin=margin)
     return session.make_policy(dict.fromkeys(units, r))
 
 
@@ -79,11 +83,20 @@ class UniformSearcher(Searcher):
 
     def run(self, session: SearchSession) -> None:  # noqa: D102
         units = session.unit_names
-        policy = uniform_policy(session)
-        if policy is None:
+        if not session.constraints.has_cost_target:
             _accuracy_bisect(session, lambda r: dict.fromkeys(units, r), "uniform")
             return
-        session.evaluate(policy, note=f"uniform r={policy.ratio(units[0]):.4f}")
+        cost_of = _cost_probe(session, lambda x: dict.fromkeys(units, x))
+
+        def policy_at(margin: float) -> Policy:
+            policy = uniform_policy(session, margin=margin, cost_of=cost_of)
+            assert policy is not None
+            return policy
+
+        try:
+            evaluate_meeting_latency(session, policy_at, note=lambda p: f"uniform r={p.ratio(units[0]):.4f}")
+        except BudgetExhausted:
+            return
 
 
 class _CachedImportance(tp.importance.Importance):
@@ -163,8 +176,18 @@ class GlobalSearcher(Searcher):
         if not session.constraints.has_cost_target:
             _accuracy_bisect(session, ratios_of, "global")
             return
-        r = session.min_ratio_meeting(_cost_probe(session, ratios_of), lo=0.0, hi=0.99)
-        session.evaluate(session.make_policy(ratios_of(r)), note=f"global tp ratio={r:.4f}")
+        cost_of = _cost_probe(session, ratios_of)
+
+        chosen: list[float] = []
+
+        def policy_at(margin: float) -> Policy:
+            chosen.append(session.min_ratio_meeting(cost_of, lo=0.0, hi=0.99, margin=margin))
+            return session.make_policy(ratios_of(chosen[-1]))
+
+        try:
+            evaluate_meeting_latency(session, policy_at, note=lambda p: f"global tp ratio={chosen[-1]:.4f}")
+        except BudgetExhausted:
+            return
 
 
 class GreedySearcher(Searcher):
@@ -257,7 +280,10 @@ class GreedySearcher(Searcher):
         ratios, checkpoints = self.path(session)
         try:
             if session.constraints.has_cost_target:
-                session.evaluate(session.make_policy(ratios), note=f"greedy steps={len(checkpoints)}")
+                res = evaluate_meeting_latency(
+                    session, lambda m: session.make_policy(ratios if m == LATENCY_MARGIN else self.path(
+                        session, margin=m, start=ratios)[0]), note=lambda p: f"greedy steps={len(checkpoints)}")
+                ratios = dict(res.policy.ratios)
                 if session.constraints.latency_target is not None:
                     self._latency_backup(session, ratios)
             else:

@@ -16,7 +16,7 @@ width maximising ``value - lam * cost(model)`` with its neighbours' widths fixed
 repeat until no unit changes), and ``lam`` is bisected (log scale) to the smallest value whose solution fits the
 budget. A greedy fill then spends what the relaxation left over, and the result is verified with the exact
 predictor. Everything before the evaluation is a prediction, so the search costs one evaluation (a few when a
-measured latency misses the target and the budget is tightened by the miss).
+measured latency misses the target: :func:`~agent.searchers.latency_retry.evaluate_meeting_latency` re-aims).
 """
 
 from __future__ import annotations
@@ -31,15 +31,21 @@ from ...errors import UserInputError
 from ...policy import Policy
 from ...search.session import BudgetExhausted, SearchConfig, SearchSession
 from ..base import Searcher
+from ..latency_retry import evaluate_meeting_latency
 from .options import KnapsackOptions
 
-__all__ = ["KnapsackSearcher", "MAX_OPTIONS", "VALUES", "knapsack_policy", "knapsack_warm_start", "summed_importance"]
+__all__ = ["KnapsackSearcher", "MAX_OPTIONS", "TIE_BREAK", "VALUES", "knapsack_policy", "knapsack_warm_start",
+           "summed_importance", "width_options"]
 
 MAX_OPTIONS = 24
 """Kept-width options per unit without ``round_to`` (evenly spaced, both ends included)."""
 
 
-def _options(session: SearchSession) -> dict[str, list[int]]:
+TIE_BREAK = 1e-6
+"""Value of keeping a whole unit where its value curve is flat (so the budget is spent, not left over)."""
+
+
+def width_options(session: SearchSession) -> dict[str, list[int]]:
     """Kept-channel choices per unit, ascending, within the configured ratio bounds."""
     cfg = session.config
     out: dict[str, list[int]] = {}
@@ -107,8 +113,10 @@ class _Problem:
 
     def __init__(self, session: SearchSession, *, budget_scale: float, margin: float, value: str) -> None:
         self.session, self.budget_scale, self.margin = session, budget_scale, margin
-        self.options = _options(session)
-        self.values = _values(session, value)
+        self.options = width_options(session)
+        # ties go to the wider width: where a unit's value is flat (no measured loss), keeping more is free
+        self.values = {u: v + TIE_BREAK * np.arange(len(v)) / max(len(v) - 1, 1)
+                       for u, v in _values(session, value).items()}
         self._memo: dict[tuple[int, ...], float] = {}
         self.units = list(self.options)
 
@@ -173,7 +181,7 @@ def knapsack_policy(session: SearchSession, *, value: str | None = None, budget_
         session: The search session (cost targets, ratio bounds, rounding, importance criterion).
         value: What a kept width is worth (:data:`VALUES`; default: the session's ``knapsack_value`` option,
             else ``sensitivity``).
-        budget_scale: Multiply every budget by this (< 1 tightens it, e.g. after a measured latency miss).
+        budget_scale: Multiply every budget by this (< 1 tightens it; used when the exact costs miss the prediction).
         margin: Latency is aimed this fraction under its target.
         iters: Bisection steps on the Lagrange multiplier.
 
@@ -242,18 +250,16 @@ class KnapsackSearcher(Searcher):
 
     def run(self, session: SearchSession) -> None:  # noqa: D102
         opts = self.options or KnapsackOptions.from_options(session.config.options)
-        scale = 1.0
+        evaluations = 0
+
+        def note(policy: Policy) -> str:
+            nonlocal evaluations
+            evaluations += 1
+            self._description = f"knapsack evaluations={evaluations}"
+            return "knapsack"
+
         try:
-            for attempt in range(1 + opts.retries):
-                policy = knapsack_policy(session, value=opts.value, budget_scale=scale)
-                res = session.evaluate(policy, note=f"knapsack budget x{scale:.3f}")
-                self._description = f"knapsack evaluations={attempt + 1} budget_scale={scale:.3f}"
-                issues = session.constraints.check_result(res) if res.ok else []
-                if not any(v.startswith("latency") for v in issues):
-                    return  # feasible, failed, or missing something a tighter latency budget cannot fix
-                bound, pred = res.latency_bound[0], session.predict(policy).latency_ratio
-                if bound is None or pred is None:
-                    return
-                scale *= min(0.97, pred / bound)  # the measured miss tightens the latency budget
+            evaluate_meeting_latency(session, lambda m: knapsack_policy(session, value=opts.value, margin=m),
+                                     note=note, retries=opts.retries)
         except BudgetExhausted:
             return

@@ -86,8 +86,11 @@ def test_greedy_under_a_latency_target_also_evaluates_a_faster_backup(tiny_task,
 
     results = s.results()
     notes = [row["note"] for row in csv.DictReader(s.log.path.open())]
-    assert len(results) == 2 and notes == [notes[0], "greedy latency backup"]
-    main, backup = results[0], results[-1]
+    # the greedy policy (re-aimed after a measured miss, at most twice), then the backup continued from the last
+    assert 2 <= len(results) <= 4 and notes[-1] == "greedy latency backup"
+    assert all(n.startswith("greedy steps=") for n in notes[:-1])
+    assert all("re-aimed" in n for n in notes[1:-1])
+    main, backup = results[-2], results[-1]
     assert all(backup.policy.ratios[u] >= main.policy.ratios[u] for u in s.unit_names), "the walk continues"
     assert backup.policy.ratios != main.policy.ratios
     assert backup.flops_ratio <= main.flops_ratio

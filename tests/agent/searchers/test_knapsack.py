@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.constraints import Constraints, LatencyTarget
+from agent.constraints import LATENCY_MARGIN, Constraints, LatencyTarget
 from agent.errors import UserInputError
 from agent.evaluation import EvalSettings, get_engine
 from agent.measure import LatencyConfig
@@ -10,7 +10,7 @@ from agent.search.results import ResultLog
 from agent.search.session import SearchConfig, SearchSession
 from agent.searchers import get_searcher
 from agent.searchers.baselines import uniform_policy
-from agent.searchers.knapsack.search import knapsack_policy, summed_importance
+from agent.searchers.knapsack.search import knapsack_policy, summed_importance, width_options
 
 
 def _session(task, tmp_path, constraints, settings=None, **kw):
@@ -72,10 +72,27 @@ def test_knapsack_meets_a_latency_table_budget(tiny_task, tmp_path):
         assert predicted is not None and predicted <= 0.7
         kept = engine.kept_channels(engine.plan(policy, settings))
         assert all(k % 8 == 0 or k == u.channels for u, k in zip(engine.units, kept.values(), strict=True))
-        # the budget binds: the policy spends it rather than pruning everything to the floor
-        assert predicted > 0.5
+        # the budget binds: no unit can keep one more option of channels within the (margined) budget
+        channels = {u.name: u.channels for u in engine.units}
+        for u, options in width_options(s).items():
+            wider = [k for k in options if k > kept[u]]
+            if wider:
+                more = s.make_policy({**policy.ratios, u: 1.0 - wider[0] / channels[u]})
+                assert s.predict(more).latency_ratio > 0.7 * (1 - LATENCY_MARGIN) - 1e-9, (u, kept[u], wider[0])
     finally:
         engine.latency_model = None
+
+
+def test_knapsack_spends_the_budget_where_values_are_flat(tiny_task, tmp_path, monkeypatch):
+    """With no value signal at all, ties go to wider units: the FLOPs budget is used, not left over."""
+    import numpy as np
+
+    from agent.searchers.knapsack import search
+
+    monkeypatch.setitem(search.VALUES, "flat", lambda s: {u.name: np.zeros(u.channels + 1) for u in s.engine.units})
+    s = _session(tiny_task, tmp_path, Constraints(flops_target=0.5))
+    flops = s.predict(knapsack_policy(s, value="flat")).flops_ratio
+    assert 0.4 < flops <= 0.5
 
 
 def test_knapsack_needs_a_cost_budget(tiny_task, tmp_path):

@@ -127,7 +127,10 @@ def test_two_workers_one_killed_and_resumed_share_one_study(pg_url, tmp_path, ti
         for p in (a, b):
             if p is not None and p.poll() is None:
                 p.kill()
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # 0, or 1 when none of b's own few rows meets the FLOPs target: the resume itself must finish cleanly
+    assert resumed.returncode in (0, 1), resumed.stderr[-3000:]
+    assert "search failed" not in resumed.stderr and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    assert (outs["b"] / "summary.json").is_file()
 
     study = optuna.load_study(study_name=name, storage=pg_url)
     by_number = {t.number: t for t in study.trials}
