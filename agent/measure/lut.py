@@ -1,10 +1,14 @@
 """Per-device latency model (NetAdapt-style lookup table).
 
 Every layer whose width a prunable unit controls (conv, linear, batch norm) is timed *in isolation* on the
-target device and batch size over a grid of kept input/output fractions; a policy's latency is the sum of the
-bilinearly interpolated layer times plus a *residual* (activations, pooling, adds, framework overhead) that is
-calibrated by timing the whole model at a few uniform ratios. Tables are cached on disk keyed by architecture,
-input shape, device, batch size, thread count and torch version.
+target device and batch size over a grid of kept input/output fractions. A policy's layer time ``x`` is the sum of
+the bilinearly interpolated layer times relative to the dense sum. The rest of the model's time (activations,
+pooling, adds, framework overhead) does not shrink with the layers, so the predicted latency ratio is
+``1 - w * (1 - x)``: ``w``, the share of the model's time that pruning can remove, is calibrated from paired
+measurements of the whole model against the dense one at a few uniform and mixed policies. Only ratios are
+calibrated (the dense point is exact: ratio 1), so drift between the build's timings cannot bias it; milliseconds
+are the ratio times a dense measurement. Tables are cached on disk keyed by architecture, input shape, device,
+batch size, thread count and torch version.
 """
 
 from __future__ import annotations
@@ -73,10 +77,10 @@ class LatencyTable:
     """Measured latency of the whole dense model."""
     layers: dict[str, LayerTable]
     """Per-layer tables."""
-    residual_x: list[float]
-    """Calibration points: table-predicted layer time relative to the dense layer time."""
-    residual_ms: list[float]
-    """Measured whole-model time minus the table's layer time at each calibration point."""
+    calib_x: list[float]
+    """Calibration points: the table's layer time relative to the dense layer time (``x``)."""
+    calib_ratio: list[float]
+    """The whole model's measured latency ratio to dense at each calibration point (paired rounds)."""
     dims: dict[str, dict[str, object]] = field(default_factory=dict)
     """Layer -> which units control its in/out width (serialised :class:`LayerDims`)."""
     channels: dict[str, int] = field(default_factory=dict)
@@ -93,31 +97,32 @@ class LatencyTable:
             total += table.at(d.kept("in", kept_channels, self.channels), d.kept("out", kept_channels, self.channels))
         return total
 
+    def layer_time(self, kept_channels: Mapping[str, int]) -> float:
+        """The table's layer time ``x`` of a policy, relative to the dense layer time (1.0 = dense)."""
+        dense_layers = self._layer_sum({})
+        return self._layer_sum(kept_channels) / dense_layers if dense_layers > 0 else 1.0
+
+    @property
+    def prunable_share(self) -> float:
+        """``w``: the share of the model's time that shrinks with the layers, in [0, 1].
+
+        The median over the calibration points of ``(1 - ratio) / (1 - x)`` (one outlying measurement moves a
+        median little); 1.0 without calibration points. ``1 - w`` is the time no pruning removes.
+        """
+        shares = [(1.0 - r) / (1.0 - x) for x, r in zip(self.calib_x, self.calib_ratio, strict=True) if x < 0.98]
+        return float(np.clip(np.median(shares), 0.0, 1.0)) if shares else 1.0
+
     def predict_ratio(self, kept_channels: Mapping[str, int]) -> float:
-        """Predicted latency relative to the dense model, both from this table (self-consistent)."""
-        return self.predict(kept_channels) / self.predict({})
+        """Predicted latency relative to the dense model: ``1 - w * (1 - x)``."""
+        return max(1.0 - self.prunable_share * (1.0 - self.layer_time(kept_channels)), 1e-6)
 
     def predict(self, kept_channels: Mapping[str, int]) -> float:
-        """Predicted latency (ms) of the model in which each unit keeps ``kept_channels[unit]`` channels."""
-        layers = self._layer_sum(kept_channels)
-        dense_layers = self._layer_sum({})
-        x = layers / dense_layers if dense_layers > 0 else 1.0
-        return max(layers + self._residual(x), 1e-6)
+        """Predicted latency (ms) of the model in which each unit keeps ``kept_channels[unit]`` channels.
 
-    def _residual(self, x: float) -> float:
-        """Residual time at relative layer time ``x``.
-
-        A least-squares line through the calibration points, slope clamped >= 0 so that predictions never grow
-        when channels are removed (timing noise must not invert the model), ``x`` clamped to their range.
+        The ratio times this table's dense measurement (:attr:`dense_ms`); searches rescale the ratio by the
+        dense model measured with them instead.
         """
-        xs, ys = np.asarray(self.residual_x, dtype=float), np.asarray(self.residual_ms, dtype=float)
-        if len(xs) < 2 or np.ptp(xs) == 0:
-            return float(ys.mean()) if len(ys) else 0.0
-        slope, intercept = np.polyfit(xs, ys, 1)
-        slope = max(float(slope), 0.0)
-        if slope == 0.0:
-            intercept = float(ys.mean())
-        return float(intercept + slope * np.clip(x, xs.min(), xs.max()))
+        return self.predict_ratio(kept_channels) * self.dense_ms
 
     def to_json(self, path: str | Path) -> None:
         """Save (the cache format)."""
@@ -200,7 +205,8 @@ def build_latency_table(
     config: LatencyConfig,
     grid: Sequence[float] = DEFAULT_GRID,
     round_to: int | None = None,
-    calibration_ratios: Sequence[float] = (0.0, 0.25, 0.5, 0.75),
+    calibration_ratios: Sequence[float] = (0.25, 0.5, 0.75),
+    mixed_calibrations: int = 3,
     cache: bool = True,
     cache_root: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -213,7 +219,10 @@ def build_latency_table(
         config: Device, batch size and repeats of each timing.
         grid: Kept fractions timed per controlled dimension (without ``round_to``).
         round_to: Policies keep multiples of this many channels: time exactly those widths.
-        calibration_ratios: Uniform ratios at which the whole model is timed to calibrate the residual.
+        calibration_ratios: Uniform ratios at which the whole model is timed against the dense one to calibrate
+            the share of time pruning removes.
+        mixed_calibrations: Seeded random per-unit policies (ratios in [0, 0.9]) timed besides: searched policies
+            are not uniform.
         cache: Read / write the on-disk cache.
         cache_root: Cache directory (default ``$PRUNEPILOT_CACHE/latency``).
         progress: Called as ``progress(done, total)`` after each layer.
@@ -223,17 +232,18 @@ def build_latency_table(
     """
     with torch_threads(config.threads):
         return _build(graph, input_shape=input_shape, config=config, grid=grid, round_to=round_to,
-                      calibration_ratios=calibration_ratios, cache=cache, cache_root=cache_root, progress=progress)
+                      calibration_ratios=calibration_ratios, mixed=mixed_calibrations, cache=cache,
+                      cache_root=cache_root, progress=progress)
 
 
 def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyConfig, grid: Sequence[float],
-           round_to: int | None, calibration_ratios: Sequence[float], cache: bool, cache_root: str | Path | None,
-           progress: Callable[[int, int], None] | None) -> LatencyTable:
+           round_to: int | None, calibration_ratios: Sequence[float], mixed: int, cache: bool,
+           cache_root: str | Path | None, progress: Callable[[int, int], None] | None) -> LatencyTable:
     device = torch.device(config.device)
     key_src = json.dumps({"sig": _signature(graph, input_shape), "device": str(device),
                           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
                           "batch": config.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "v": 3}, sort_keys=True)
+                          "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "mixed": mixed, "v": 4}, sort_keys=True)
     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
     path = (Path(cache_root) if cache_root else cache_dir() / "latency") / f"{key}.json"
     if cache and path.exists():
@@ -275,19 +285,20 @@ def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyCo
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
     full = dataclasses.replace(config, repeats=max(config.repeats, 9), rounds=max(config.rounds, 2))
     table.dense_ms = measure_latency(graph.model, tuple(input_shape), config=full).median_ms
-    for ratio in calibration_ratios:
-        plan = graph.select(scores, dict.fromkeys(graph.unit_names(), ratio), round_to)
+    rng = np.random.default_rng(0)
+    policies = [dict.fromkeys(graph.unit_names(), r) for r in calibration_ratios]
+    policies += [{u: float(rng.uniform(0.0, 0.9)) for u in graph.unit_names()} for _ in range(mixed)]
+    for ratios in policies:
+        plan = graph.select(scores, ratios, round_to)
         # paired with the dense model so machine drift during the build cannot skew the calibration
         rel = measure_latency_ratio(graph.apply(plan), graph.model, tuple(input_shape), config=full).ratio
-        measured = rel * table.dense_ms
         kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
-        layer_ms = table._layer_sum(kept)
-        dense_layer_ms = table._layer_sum({})
-        table.residual_x.append(layer_ms / dense_layer_ms if dense_layer_ms else 1.0)
-        table.residual_ms.append(measured - layer_ms)
+        table.calib_x.append(table.layer_time(kept))
+        table.calib_ratio.append(float(rel))
     table.build_s = time.perf_counter() - t0
     table.meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(input_shape),
-                  "grid": list(grid), "round_to": round_to, "calibration_ratios": list(calibration_ratios)}
+                  "grid": list(grid), "round_to": round_to, "calibration_ratios": list(calibration_ratios),
+                  "mixed_calibrations": mixed}
     if cache:
         table.to_json(path)
     return table

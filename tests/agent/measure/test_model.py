@@ -5,8 +5,8 @@ from agent.measure.lut import LatencyTable
 
 
 def test_the_latency_table_is_a_latency_model():
-    table = LatencyTable(key="k", device="cpu", batch_size=8, dense_ms=2.0, layers={}, residual_x=[0.5, 1.0],
-                         residual_ms=[1.0, 2.0], meta={"threads": 1})
+    table = LatencyTable(key="k", device="cpu", batch_size=8, dense_ms=2.0, layers={}, calib_x=[0.5],
+                         calib_ratio=[0.6], meta={"threads": 1})
     assert isinstance(table, LatencyModel)
     assert table.predict_ratio({}) == 1.0
 
