@@ -243,7 +243,8 @@ def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyCo
     key_src = json.dumps({"sig": _signature(graph, input_shape), "device": str(device),
                           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
                           "batch": config.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "mixed": mixed, "v": 4}, sort_keys=True)
+                          "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "mixed": mixed,
+                          "v": 4}, sort_keys=True)
     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
     path = (Path(cache_root) if cache_root else cache_dir() / "latency") / f"{key}.json"
     if cache and path.exists():

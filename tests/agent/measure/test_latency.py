@@ -168,3 +168,37 @@ def test_throughput_watch_warns_once_when_steps_slow_down(monkeypatch):
         for _ in range(30):
             watch.step()
     assert watch.warned
+
+
+def test_a_burst_during_the_build_neither_makes_narrow_layers_slow_nor_tilts_the_model(graph, tmp_path, monkeypatch):
+    """Load only slows timings down: a narrow cell slower than a wider one, or one wild calibration reading, is noise."""
+    from agent.measure.latency import LatencyStats, PairedLatency
+
+    def width(layer):
+        return getattr(layer, "out_channels", getattr(layer, "num_features", getattr(layer, "out_features", 1)))
+
+    def cost(layer, shape, config):  # a layer's time grows with its width; one narrow width hits a burst
+        return LatencyStats(0.01 * width(layer) * (50.0 if width(layer) == 8 else 1.0), 0.0, 3, None)
+
+    def total(model):
+        return sum(width(m) for m in model.modules() if isinstance(m, lut._TIMED))
+
+    calls = []
+
+    def paired(model, reference, shape, *, config):  # 10% of the time is overhead; the 4th reading is a burst
+        calls.append(model)
+        ratio = (0.1 + 0.9 * total(model) / total(reference)) * (5.0 if len(calls) == 4 else 1.0)
+        return PairedLatency(ratio, ratio, ratio, 1.0, 2, 1, LatencyStats(1.0, 0.0, 3, None),
+                             LatencyStats(1.0, 0.0, 3, None))
+
+    monkeypatch.setattr(lut, "measure_latency", cost)
+    monkeypatch.setattr(lut, "measure_latency_ratio", paired)
+    table = lut.build_latency_table(graph, input_shape=(1, 40), config=CFG, round_to=8, cache=False)
+    for layer in table.layers.values():
+        ms = torch.tensor(layer.ms)
+        assert bool((ms[:-1] <= ms[1:] + 1e-12).all()) and bool((ms[:, :-1] <= ms[:, 1:] + 1e-12).all()), layer.name
+    assert len(calls) == 6, "three uniform and three mixed calibration policies"
+    assert table.predict_ratio({}) == 1.0 and table.predict({}) == pytest.approx(table.dense_ms)
+    assert table.prunable_share == pytest.approx(0.9, abs=0.1), "the median ignores the one wild reading"
+    kept = {u.name: u.channels // 2 for u in graph.units}
+    assert 0.1 < table.predict_ratio(kept) < 1.0
