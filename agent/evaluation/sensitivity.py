@@ -46,12 +46,13 @@ class SensitivityProfile:
     flops_ratio: dict[str, list[float]]
     """Unit -> whole-model MACs ratio at each ratio."""
     latency_ratio: dict[str, list[float]]
-    """Unit -> whole-model measured latency ratio at each ratio (empty lists when latency is off)."""
+    """Unit -> whole-model latency ratio at each ratio: measured, or the latency table's prediction when a table was
+    attached (empty lists when latency is off)."""
     macs_share: dict[str, float]
     """Unit -> share of dense MACs in the layers it touches (shrinks in or out), so shares of neighbouring units
     overlap and sum to about 2; shown as "MACs touched"."""
     latency_share: dict[str, float]
-    """Unit -> measured share of dense latency it controls (latency saved at the largest ratio / that ratio)."""
+    """Unit -> share of dense latency it controls (latency saved at the largest ratio / that ratio)."""
     importance: str = "l2"
     """Criterion ranking channels inside each unit."""
     key: str = ""
@@ -107,10 +108,12 @@ class SensitivityProfile:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def _cache_key(task: Task, ratios: Sequence[float], importance: str, settings: EvalSettings) -> str:
+def _cache_key(task: Task, ratios: Sequence[float], importance: str, settings: EvalSettings,
+               latency_table: str | None = None) -> str:
     payload = json.dumps({
         "task": task.fingerprint, "ignore": list(task.ignore_layers), "ratios": list(ratios), "importance": importance,
         "settings": dataclasses.asdict(settings), "torch": torch.__version__, "v": 1,
+        **({"latency_table": latency_table} if latency_table else {}),
     }, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
@@ -139,7 +142,8 @@ def analyse_sensitivity(
         task: The dense model and data.
         ratios: Pruning ratios to analyse, each in (0, 1).
         importance: Criterion ranking channels inside a unit.
-        settings: Evaluation settings (default: no fine-tune, BN recalibration, val split, CPU latency).
+        settings: Evaluation settings (default: no fine-tune, BN recalibration, val split, CPU latency). With a
+            latency table attached to the task's engine, latency curves are the table's predictions.
         cache: Read / write the on-disk cache.
         cache_root: Cache directory (default ``$PRUNEPILOT_CACHE/sensitivity``).
         progress: Called as ``progress(done, total)`` after each evaluation.
@@ -152,13 +156,18 @@ def analyse_sensitivity(
     if not ratios or bad:
         raise user_error("sensitivity ratios must be in (0, 1), got", bad or ratios, "e.g. --ratios 0.1,0.3,0.5,0.7,0.9")
     settings = settings or EvalSettings()
-    key = _cache_key(task, ratios, importance, settings)
+    engine = get_engine(task)
+    # with a latency table attached, the latency curves are its predictions and only accuracy is evaluated: one
+    # paired measurement per unit and ratio would cost seconds each and add nothing the table has not timed
+    table = engine.latency_model if settings.measure_latency else None
+    key = _cache_key(task, ratios, importance, settings,
+                     None if table is None else str(getattr(table, "key", type(table).__name__)))
     root = Path(cache_root) if cache_root else cache_dir() / "sensitivity"
     path = root / f"{key}.json"
     if cache and path.exists():
         return SensitivityProfile.from_json(path)
-    engine = get_engine(task)
     dense = engine.dense(settings)
+    scored = dataclasses.replace(settings, measure_latency=False) if table is not None else settings
     names = engine.graph.unit_names()
     acc: dict[str, list[float]] = {}
     flops: dict[str, list[float]] = {}
@@ -167,10 +176,15 @@ def analyse_sensitivity(
     for unit in names:
         acc[unit], flops[unit], lat[unit] = [], [], []
         for r in ratios:
-            res = evaluate_policy(task, Policy({unit: r}, importance), settings=settings)
+            policy = Policy({unit: r}, importance)
+            res = evaluate_policy(task, policy, settings=scored)
             acc[unit].append(res.accuracy)
             flops[unit].append(res.flops_ratio)
-            if res.latency_ratio is not None:
+            predicted = engine.predict_latency(engine.kept_channels(engine.plan(policy, settings)), settings) \
+                if table is not None else None
+            if predicted is not None:
+                lat[unit].append(predicted[1])
+            elif res.latency_ratio is not None:
                 lat[unit].append(res.latency_ratio)
             done += 1
             if progress:

@@ -23,6 +23,29 @@ def test_profile_is_measured_then_served_from_cache(tiny_task, fast_settings, tm
     assert p1.drop("block1.conv_a.0", 0.7) <= p1.drop("down1.0", 0.7) + 50  # sane magnitudes
 
 
+def test_with_a_latency_table_the_curves_are_its_predictions_and_nothing_is_timed(tiny_task, fast_settings, tmp_path,
+                                                                                     monkeypatch):
+    import agent.evaluation.core as core
+    from agent.evaluation import get_engine
+    from agent.policy import Policy
+
+    engine = get_engine(tiny_task)
+    engine.attach_latency_model(fast_settings, cache=False)
+    try:
+        engine.dense(fast_settings)  # the dense reference every prediction's milliseconds scale
+        monkeypatch.setattr(core, "measure_latency_ratio", lambda *a, **k: pytest.fail("a sensitivity point was timed"))
+        p = sens.analyse_sensitivity(tiny_task, ratios=(0.3, 0.7), settings=fast_settings, cache_root=tmp_path)
+        for u in p.units:
+            for r, lat in zip(p.ratios, p.latency_ratio[u], strict=True):
+                kept = engine.kept_channels(engine.plan(Policy({u: r}, "l2"), fast_settings))
+                assert lat == pytest.approx(engine.latency_model.predict_ratio(kept))
+            assert p.latency_ratio[u][1] < 1.0
+        without = sens._cache_key(tiny_task, p.ratios, "l2", fast_settings)
+        assert p.key != without, "a table-predicted profile is not served as a measured one"
+    finally:
+        engine.latency_model = None
+
+
 def test_profile_exports_csv_and_png(tiny_task, fast_settings, tmp_path):
     p = sens.analyse_sensitivity(tiny_task, ratios=(0.5,), settings=fast_settings, cache_root=tmp_path)
     p.to_csv(tmp_path / "s.csv")
