@@ -278,11 +278,14 @@ class GreedySearcher(Searcher):
 
     def run(self, session: SearchSession) -> None:  # noqa: D102
         ratios, checkpoints = self.path(session)
+
+        def policy_at(margin: float) -> Policy:  # a re-aim continues the walk to the tighter margin
+            walked = ratios if margin == LATENCY_MARGIN else self.path(session, margin=margin, start=ratios)[0]
+            return session.make_policy(walked)
+
         try:
             if session.constraints.has_cost_target:
-                res = evaluate_meeting_latency(
-                    session, lambda m: session.make_policy(ratios if m == LATENCY_MARGIN else self.path(
-                        session, margin=m, start=ratios)[0]), note=lambda p: f"greedy steps={len(checkpoints)}")
+                res = evaluate_meeting_latency(session, policy_at, note=lambda p: f"greedy steps={len(checkpoints)}")
                 ratios = dict(res.policy.ratios)
                 if session.constraints.latency_target is not None:
                     self._latency_backup(session, ratios)
