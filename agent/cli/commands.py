@@ -213,19 +213,20 @@ def _search(args: argparse.Namespace) -> int:
     if args.checkpoint is None:
         data = load_dataset(args.dataset or "mnist1d", data_root=args.data_root, download=args.download,
                             seed=args.data_seed)
-        precheck_targets(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
-                         num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
-                         ignore_layers=args.ignore_layers)
         from ..tasks.models import build_model
 
-        settings = with_latency_batch(args, settings, build_model(args.model or "cnn1d", data.input_shape,
-                                                                  data.num_classes), data.input_shape)
+        untrained = build_model(args.model or "cnn1d", data.input_shape, data.num_classes)  # built once, for all
+        precheck_targets(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
+                         num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
+                         ignore_layers=args.ignore_layers, model=untrained)
+        settings = with_latency_batch(args, settings, untrained, data.input_shape)
         if settings.measure_latency and not args.no_latency_model:
             from ..search.feasibility import precheck_latency_floor
 
             precheck_latency_floor(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
                                    num_classes=data.num_classes, constraints=constraints, latency=settings.latency,
-                                   max_ratio=args.max_ratio, round_to=config.round_to)
+                                   max_ratio=args.max_ratio, round_to=config.round_to,
+                                   ignore_layers=args.ignore_layers, model=untrained)
     from ..tasks.task import build_task
 
     task = build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,

@@ -12,6 +12,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from ..constraints import Constraints
 from ..errors import UserInputError
@@ -74,18 +75,21 @@ def check_latency_floor(graph: PruningGraph, table: LatencyModel, *, constraints
 
 def precheck_latency_floor(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int,
                            constraints: Constraints, latency: LatencyConfig, max_ratio: float,
-                           round_to: int | None) -> float | None:
+                           round_to: int | None, ignore_layers: tuple[str, ...] = (),
+                           model: nn.Module | None = None) -> float | None:
     """:func:`check_latency_floor` on the untrained architecture, before any training.
 
-    Latency does not depend on the weights, and the table is cached by architecture, device, batch and threads, so
-    the search that follows reuses it.
+    Latency does not depend on the weights, and the table is cached by architecture, units, device, batch and
+    threads, so the search that follows reuses it: the graph keeps the search's ``ignore_layers`` whole, as the
+    search will. ``model`` is the untrained architecture when the caller has built it already.
     """
     if constraints.latency_target is None:
         return None
     from ..measure.lut import build_latency_table
-    from ..pruning.graph import PruningGraph
+    from ..pruning.coverage import build_graph
     from ..tasks.models import build_model
 
-    graph = PruningGraph(build_model(model_spec, input_shape, num_classes), torch.zeros((1, *input_shape)))
+    model = model if model is not None else build_model(model_spec, input_shape, num_classes)
+    graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, what=model_spec)
     table = build_latency_table(graph, input_shape=input_shape, config=latency, round_to=round_to)
     return check_latency_floor(graph, table, constraints=constraints, max_ratio=max_ratio, round_to=round_to)

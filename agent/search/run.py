@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ..constraints import Constraints
 from ..deploy.artifacts import save_pruned_model
 from ..deploy.finetune import FinalTuneConfig, default_finetune_lr, finetune_model
@@ -39,10 +41,11 @@ __all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir",
 
 
 def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
-                     max_ratio: float, ignore_layers: tuple[str, ...] = ()) -> None:
+                     max_ratio: float, ignore_layers: tuple[str, ...] = (), model: nn.Module | None = None) -> None:
     """Fail fast (before any training) on a model that can't be pruned or FLOPs / params targets out of reach.
 
-    Uses the untrained architecture: which channels go does not change how many MACs remain.
+    Uses the untrained architecture (``model`` when the caller has built it already): which channels go does not
+    change how many MACs remain.
 
     Raises:
         UserInputError: Nothing in the model can be pruned (naming what blocks it), the model can't be traced,
@@ -54,8 +57,8 @@ def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_class
     from ..pruning.plan_cost import predicted_flops_ratio, predicted_params_ratio
     from ..tasks.models import build_model
 
-    graph = build_graph(build_model(model_spec, input_shape, num_classes), torch.zeros((1, *input_shape)),
-                        ignore_layers=ignore_layers, what=model_spec)
+    model = model if model is not None else build_model(model_spec, input_shape, num_classes)
+    graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, what=model_spec)
     check_prunable(graph, what=model_spec)
     if constraints.flops_target is None and constraints.params_target is None:
         return

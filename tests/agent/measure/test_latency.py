@@ -202,3 +202,23 @@ def test_a_burst_during_the_build_neither_makes_narrow_layers_slow_nor_tilts_the
     assert table.prunable_share == pytest.approx(0.9, abs=0.1), "the median ignores the one wild reading"
     kept = {u.name: u.channels // 2 for u in graph.units}
     assert 0.1 < table.predict_ratio(kept) < 1.0
+
+
+def test_the_floor_precheck_keeps_ignored_layers_whole_like_the_search(tmp_path, monkeypatch):
+    """The floor before training is the search's floor: the same units, so the same (cached) table."""
+    from agent.pruning.coverage import build_graph
+    from agent.search.feasibility import precheck_latency_floor
+
+    monkeypatch.setenv("PRUNEPILOT_CACHE", str(tmp_path))
+    cfg = LatencyConfig(batch_size=16, warmup=1, repeats=3, min_repeats=2, threads=1)
+    kw = dict(model_spec="cnn1d", input_shape=(1, 40), num_classes=10, latency=cfg, max_ratio=0.9, round_to=8,
+              constraints=Constraints(latency_target=LatencyTarget(1.0)))
+    everything = precheck_latency_floor(**kw)
+    kept_whole = precheck_latency_floor(**kw, ignore_layers=("down2.0",))
+    assert kept_whole > everything, "a wide unit kept whole raises the floor"
+    tables = sorted((tmp_path / "latency").glob("*.json"))
+    assert len(tables) == 2
+    torch.manual_seed(0)
+    searched = build_graph(build_model("cnn1d", (1, 40), 10), torch.zeros(1, 1, 40), ignore_layers=("down2.0",))
+    lut.build_latency_table(searched, input_shape=(1, 40), config=cfg, round_to=8)
+    assert sorted((tmp_path / "latency").glob("*.json")) == tables, "the search reuses the precheck's table"
