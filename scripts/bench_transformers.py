@@ -1,4 +1,6 @@
-"""Transformer benchmarks: ``vit-tiny`` at a FLOPs and a latency target, ``llama-tiny`` perplexity vs parameters.
+"""Transformer benchmarks: two ViTs at FLOPs and latency targets, ``llama-tiny`` perplexity vs parameters.
+
+The ViTs are the built-in ``vit-tiny`` (torchvision) and ``timm:vit_tiny_patch16_224``, both on digits32.
 
 One dense model per task is trained once and cached under ``--out`` (``dense-<task>-e<epochs>.pt``). For every
 target, seed ``s`` and method, a search runs with search seed ``s`` and then the *same* final fine-tune (same
@@ -170,12 +172,16 @@ def run_one(task: Task, *, task_name: str, target: str, method: str, seed: int, 
 
 def run_grid(task_name: str, *, targets: Sequence[str], methods: Sequence[str], seeds: Sequence[int], out: Path,
              epochs: int, trials: int, final_epochs: float, threads: int, measure: bool, tp_steps: int = 10,
-             reuse: bool = False) -> list[dict[str, object]]:
-    """Every (target, method, seed) of one task; a finished run's row is kept in ``row.json`` (``reuse`` skips it)."""
+             max_rounds: int = 20, reuse: bool = False) -> list[dict[str, object]]:
+    """Every (target, method, seed) of one task; a finished run's row is kept in ``row.json`` (``reuse`` skips it).
+
+    Latency is timed at ``threads`` torch threads and the ``auto`` batch of the dense model, in 5 to
+    ``max_rounds`` paired rounds.
+    """
     torch.set_num_threads(threads)
     task = dense_task(task_name, out=out, epochs=epochs)
     batch = auto_batch_size(float(tp.utils.count_ops_and_params(task.model, task.example_input())[0]))
-    lat = LatencyConfig(batch_size=batch, threads=threads, rounds=5, max_rounds=20)
+    lat = LatencyConfig(batch_size=batch, threads=threads, rounds=min(5, max_rounds), max_rounds=max_rounds)
     rows = []
     for target in targets:
         for method in methods:

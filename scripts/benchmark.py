@@ -76,7 +76,8 @@ def _transformers(args: argparse.Namespace, out: Path) -> list[dict[str, object]
     raw: list[dict[str, object]] = []
     for name in args.tasks.split(","):
         lm = name == "lm"
-        raw += run_grid(name, targets=(args.lm_targets if lm else args.vit_targets).split(","),
+        targets = {"lm": args.lm_targets, "vit-timm": args.timm_targets}.get(name, args.vit_targets)
+        raw += run_grid(name, targets=targets.split(","),
                         methods=(args.lm_methods if lm else args.vit_methods).split(","), seeds=ints(args.seeds),
                         out=out, epochs=args.lm_epochs if lm else args.vit_epochs, trials=args.trials,
                         final_epochs=args.final_epochs, threads=args.threads, measure=not lm,
@@ -143,14 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     wk.add_argument("--workers", default="1,2")
     wk.add_argument("--storage", default=None, help="PostgreSQL URL (default: a throwaway server on 127.0.0.1)")
     tf = sub.add_parser("transformers", help="vit-tiny at FLOPs / latency targets, llama-tiny perplexity vs params")
-    tf.add_argument("--tasks", default="vit,lm", help="vit (vit-tiny on digits32), lm (llama-tiny on pystdlib)")
-    tf.add_argument("--vit-targets", default="flops=0.5,flops=0.7,latency=0.6")
+    tf.add_argument("--tasks", default="vit,vit-timm,lm",
+                    help="vit (vit-tiny on digits32), vit-timm (timm:vit_tiny_patch16_224 on digits32), lm (llama-tiny "
+                         "on pystdlib)")
+    tf.add_argument("--vit-targets", default="flops=0.5,flops=0.7,latency=0.6,latency=0.9")
+    tf.add_argument("--timm-targets", default="flops=0.5,latency=0.6", help="targets of vit-timm")
     tf.add_argument("--vit-methods", default="uniform,tp-uniform,greedy,knapsack,optuna",
-                    help="bench_paired.METHODS names, plus tp-uniform (Torch-Pruning's own uniform pruner)")
+                    help="methods of both ViTs: bench_paired.METHODS names, plus tp-uniform (Torch-Pruning's own uniform)")
     tf.add_argument("--lm-targets", default="params=0.85,params=0.7,params=0.5")
-    tf.add_argument("--lm-methods", default="uniform,greedy,knapsack")
-    tf.add_argument("--seeds", default="0,1", help="search and fine-tune seeds (>= 2 for an interval)")
-    tf.add_argument("--vit-epochs", type=int, default=30, help="dense training of vit-tiny (cached under --out)")
+    tf.add_argument("--lm-methods", default="uniform,greedy,knapsack,optuna")
+    tf.add_argument("--seeds", default="0,1,2", help="search and fine-tune seeds (>= 2 for an interval)")
+    tf.add_argument("--vit-epochs", type=int, default=30, help="dense training of both ViTs (cached under --out)")
     tf.add_argument("--lm-epochs", type=int, default=15, help="dense training of llama-tiny (cached under --out)")
     tf.add_argument("--trials", type=int, default=12, help="optuna trials")
     tf.add_argument("--final-epochs", type=float, default=1.0, help="the common final fine-tune of every method")
@@ -215,7 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = quality(["default"], ["flops=0.5"], ["uniform", "greedy"], out=out / "runs", trials=3, episodes=2,
                        finetune_steps=0, final_epochs=0.0, latency_batch=8, train_epochs=3)
         _emit(rows, out, "smoke_quality")
-        if any("error" in r for r in rows):
+        from bench_transformers import run_grid as transformer_grid
+
+        tiny = {"seeds": [0], "out": out / "transformers", "epochs": 1, "trials": 2, "final_epochs": 0.05,
+                "threads": 1, "tp_steps": 2, "max_rounds": 2}
+        trows = transformer_grid("vit", targets=["flops=0.7"], methods=["uniform", "tp-uniform"], measure=True, **tiny)
+        trows += transformer_grid("vit-timm", targets=["flops=0.7"], methods=["tp-uniform"], measure=False, **tiny)
+        trows += transformer_grid("lm", targets=["params=0.7"], methods=["uniform"], measure=False, **tiny)
+        _emit(trows, out, "smoke_transformers")
+        if any("error" in r for r in rows + trows):
             return 1
     return 0
 
