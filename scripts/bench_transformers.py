@@ -132,14 +132,17 @@ def run_one(task: Task, *, task_name: str, target: str, method: str, seed: int, 
     """One search (or Torch-Pruning bisection) plus the common final fine-tune; its row."""
     constraints = parse_target(target)
     latency_search = constraints.latency_target is not None
-    settings = EvalSettings(seed=seed, measure_latency=latency_search, latency=lat)
+    # the search (and Torch-Pruning's bisection) time candidates as the CLI does; the final models get the
+    # confirmation's longer measurement (``lat``)
+    search_lat = dataclasses.replace(lat, rounds=LatencyConfig.rounds, max_rounds=LatencyConfig.max_rounds)
+    settings = EvalSettings(seed=seed, measure_latency=latency_search, latency=search_lat)
     final = FinalTuneConfig(epochs=final_epochs)
     run_dir = out / "runs" / task_name / target.replace("=", "") / f"seed{seed}" / method
     row: dict[str, object] = {"task": task_name, "target": target, "seed": seed, "method": method,
                               "test_samples": len(task.data.test), "metric": task.data.metric}
     t0 = time.perf_counter()
     if method == TP_UNIFORM:
-        model, evals = tp_uniform(task, constraints, lat, steps=tp_steps)
+        model, evals = tp_uniform(task, constraints, search_lat, steps=tp_steps)
         tune = finetune_model(model, task, config=final, batch_size=settings.finetune_batch, seed=seed)
         cost = _cost(model, task, dataclasses.replace(constraints, latency_target=None), lat)
         row.update(feasible=constraints.meets_cost(cost), evals=evals, finetune_s=round(tune.get("wall_s", 0.0), 1))
@@ -175,8 +178,8 @@ def run_grid(task_name: str, *, targets: Sequence[str], methods: Sequence[str], 
              max_rounds: int = 20, reuse: bool = False) -> list[dict[str, object]]:
     """Every (target, method, seed) of one task; a finished run's row is kept in ``row.json`` (``reuse`` skips it).
 
-    Latency is timed at ``threads`` torch threads and the ``auto`` batch of the dense model, in 5 to
-    ``max_rounds`` paired rounds.
+    Latency is timed at ``threads`` torch threads and the ``auto`` batch of the dense model: candidates in the
+    search with the CLI's paired rounds (3 to 10), every final model in 5 to ``max_rounds`` rounds.
     """
     torch.set_num_threads(threads)
     task = dense_task(task_name, out=out, epochs=epochs)
@@ -188,7 +191,7 @@ def run_grid(task_name: str, *, targets: Sequence[str], methods: Sequence[str], 
             for seed in seeds:
                 done = out / "runs" / task_name / target.replace("=", "") / f"seed{seed}" / f"{method}.row.json"
                 key = {"epochs": epochs, "trials": trials, "final_epochs": final_epochs, "threads": threads,
-                       "fingerprint": task.fingerprint}
+                       "fingerprint": task.fingerprint, "max_rounds": max_rounds}
                 if reuse and done.exists() and json.loads(done.read_text()).get("key") == key:
                     rows.append(json.loads(done.read_text())["row"])
                     continue
