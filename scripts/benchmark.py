@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     wk.add_argument("--workers", default="1,2")
     wk.add_argument("--storage", default=None, help="PostgreSQL URL (default: a throwaway server on 127.0.0.1)")
     tf = sub.add_parser("transformers", help="vit-tiny at FLOPs / latency targets, llama-tiny perplexity vs params")
-    tf.add_argument("--tasks", default="vit,vit-timm,lm",
+    tf.add_argument("--tasks", default="vit,lm",
                     help="vit (vit-tiny on digits32), vit-timm (timm:vit_tiny_patch16_224 on digits32), lm (llama-tiny "
                          "on pystdlib)")
     tf.add_argument("--vit-targets", default="flops=0.5,flops=0.7,latency=0.6,latency=0.9")
