@@ -9,6 +9,7 @@ Examples:
     python scripts/benchmark.py paired --tasks mnist1d-hard,resnet-digits,mobile-digits --seeds 0,1,2
     python scripts/benchmark.py zoo              # every torchvision model: graph vs Torch-Pruning alone
     python scripts/benchmark.py workers --trials 16 --workers 1,2   # one Optuna study in PostgreSQL
+    python scripts/benchmark.py transformers --threads 1   # vit-tiny FLOPs / latency, llama-tiny perplexity vs params
     python scripts/benchmark.py smoke            # seconds; what CI runs
 
 Each run prints a markdown table and writes CSV next to it (``--out``, default ``bench/``).
@@ -68,6 +69,24 @@ def _paired(args: argparse.Namespace, out: Path) -> None:
     _emit(best_recovery(summary), out, "paired_best")
 
 
+def _transformers(args: argparse.Namespace, out: Path) -> list[dict[str, object]]:
+    from bench_transformers import run_grid, summarise
+
+    ints = lambda text: [int(s) for s in text.split(",") if s]  # noqa: E731
+    raw: list[dict[str, object]] = []
+    for name in args.tasks.split(","):
+        lm = name == "lm"
+        targets = {"lm": args.lm_targets, "vit-timm": args.timm_targets}.get(name, args.vit_targets)
+        raw += run_grid(name, targets=targets.split(","),
+                        methods=(args.lm_methods if lm else args.vit_methods).split(","), seeds=ints(args.seeds),
+                        out=out, epochs=args.lm_epochs if lm else args.vit_epochs, trials=args.trials,
+                        final_epochs=args.final_epochs, threads=args.threads, measure=not lm,
+                        tp_steps=args.tp_steps, reuse=args.reuse)
+    _emit(raw, out, "transformers_raw")
+    _emit(summarise(raw), out, "transformers")
+    return raw
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -124,6 +143,24 @@ def main(argv: list[str] | None = None) -> int:
     wk.add_argument("--finetune-steps", type=int, default=100)
     wk.add_argument("--workers", default="1,2")
     wk.add_argument("--storage", default=None, help="PostgreSQL URL (default: a throwaway server on 127.0.0.1)")
+    tf = sub.add_parser("transformers", help="vit-tiny at FLOPs / latency targets, llama-tiny perplexity vs params")
+    tf.add_argument("--tasks", default="vit,lm",
+                    help="vit (vit-tiny on digits32), vit-timm (timm:vit_tiny_patch16_224 on digits32), lm (llama-tiny "
+                         "on pystdlib)")
+    tf.add_argument("--vit-targets", default="flops=0.5,flops=0.7,latency=0.6,latency=0.9")
+    tf.add_argument("--timm-targets", default="flops=0.5,latency=0.6", help="targets of vit-timm")
+    tf.add_argument("--vit-methods", default="uniform,tp-uniform,greedy,knapsack,optuna",
+                    help="methods of both ViTs: bench_paired.METHODS names, plus tp-uniform (Torch-Pruning's own uniform)")
+    tf.add_argument("--lm-targets", default="params=0.85,params=0.7,params=0.5")
+    tf.add_argument("--lm-methods", default="uniform,greedy,knapsack,optuna")
+    tf.add_argument("--seeds", default="0,1,2", help="search and fine-tune seeds (>= 2 for an interval)")
+    tf.add_argument("--vit-epochs", type=int, default=30, help="dense training of both ViTs (cached under --out)")
+    tf.add_argument("--lm-epochs", type=int, default=15, help="dense training of llama-tiny (cached under --out)")
+    tf.add_argument("--trials", type=int, default=12, help="optuna trials")
+    tf.add_argument("--final-epochs", type=float, default=1.0, help="the common final fine-tune of every method")
+    tf.add_argument("--tp-steps", type=int, default=10, help="bisection steps of Torch-Pruning's uniform ratio")
+    tf.add_argument("--threads", type=int, default=1, help="torch threads (training, search, latency)")
+    tf.add_argument("--reuse", action="store_true", help="keep finished runs (their row.json) under --out/runs")
     sub.add_parser("smoke", help="a seconds-long run of every benchmark path (CI)")
     for s in sub.choices.values():
         s.add_argument("--out", default="bench")
@@ -165,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         _emit(zoo(models, ratio=args.ratio, timeout_s=args.timeout, mem_gb=args.mem_gb), out, "zoo")
     elif args.cmd == "paired":
         _paired(args, out)
+    elif args.cmd == "transformers":
+        _transformers(args, out)
     elif args.cmd == "workers":
         from bench_workers import workers
 
@@ -180,7 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = quality(["default"], ["flops=0.5"], ["uniform", "greedy"], out=out / "runs", trials=3, episodes=2,
                        finetune_steps=0, final_epochs=0.0, latency_batch=8, train_epochs=3)
         _emit(rows, out, "smoke_quality")
-        if any("error" in r for r in rows):
+        from bench_transformers import run_grid as transformer_grid
+
+        tiny = {"seeds": [0], "out": out / "transformers", "epochs": 1, "trials": 2, "final_epochs": 0.05,
+                "threads": 1, "tp_steps": 2, "max_rounds": 2}
+        trows = transformer_grid("vit", targets=["flops=0.7"], methods=["uniform", "tp-uniform"], measure=True, **tiny)
+        trows += transformer_grid("vit-timm", targets=["flops=0.7"], methods=["tp-uniform"], measure=False, **tiny)
+        trows += transformer_grid("lm", targets=["params=0.7"], methods=["uniform"], measure=False, **tiny)
+        _emit(trows, out, "smoke_transformers")
+        if any("error" in r for r in rows + trows):
             return 1
     return 0
 
