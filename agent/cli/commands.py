@@ -185,7 +185,8 @@ def _register_evaluate(sub: SubParsers) -> None:
 
 # ---------------------------------------------------------------- search
 def _search(args: argparse.Namespace) -> int:
-    from ..search.run import FinalTuneConfig, check_output_dir, precheck_targets, run_search
+    from ..search.feasibility import precheck_targets
+    from ..search.run import FinalTuneConfig, check_output_dir, run_search
     from ..search.session import SearchConfig
     from ..searchers.base import get_searcher
     from ..tasks.datasets import load_dataset

@@ -1,9 +1,10 @@
-"""Feasibility up front: a model's latency floor on a device and batch, and the refusal of targets under it.
+"""Feasibility up front: targets out of reach are refused before any training or search.
 
-Pruning removes channels, not the fixed cost of running a model: dispatch, activations, pooling, the layers no unit
-controls. The latency table predicts it directly: its prediction with every unit pruned as far as allowed (the
-per-layer times at the smallest widths plus the calibrated residual) is the *floor* no policy can go under on this
-device, batch size and thread count. A target under the floor is refused before any search starts.
+FLOPs / params targets are checked on the untrained architecture with every unit pruned at ``--max-ratio``
+(:func:`precheck_targets`). Latency has a floor: pruning removes channels, not the fixed cost of running a model
+(dispatch, activations, pooling, the layers no unit controls). The latency table predicts it directly: its
+prediction with every unit pruned as far as allowed is the *floor* no policy can go under on this device, batch
+size and thread count. A target under the floor is refused before any search starts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from ..measure.model import LatencyModel
     from ..pruning.graph import PruningGraph
 
-__all__ = ["FLOOR_SLACK", "latency_floor", "check_latency_floor", "precheck_latency_floor"]
+__all__ = ["FLOOR_SLACK", "latency_floor", "check_latency_floor", "precheck_latency_floor", "precheck_targets"]
 
 FLOOR_SLACK = 0.9
 """A target is refused when under ``FLOOR_SLACK`` x the predicted floor: the table's prediction errs by a few
@@ -93,3 +94,33 @@ def precheck_latency_floor(*, model_spec: str, input_shape: tuple[int, ...], num
     graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, what=model_spec)
     table = build_latency_table(graph, input_shape=input_shape, config=latency, round_to=round_to)
     return check_latency_floor(graph, table, constraints=constraints, max_ratio=max_ratio, round_to=round_to)
+
+
+def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
+                     max_ratio: float, ignore_layers: tuple[str, ...] = (), model: nn.Module | None = None) -> None:
+    """Fail fast (before any training) on a model that can't be pruned or FLOPs / params targets out of reach.
+
+    Uses the untrained architecture (``model`` if already built): which channels go does not change the MACs left.
+
+    Raises:
+        UserInputError: Nothing in the model can be pruned (naming what blocks it), the model can't be traced,
+            or the targets cannot be met even with every unit pruned at ``max_ratio``.
+    """
+    from ..pruning.coverage import build_graph, check_prunable
+    from ..pruning.plan_cost import predicted_flops_ratio, predicted_params_ratio
+    from ..tasks.models import build_model
+
+    model = model if model is not None else build_model(model_spec, input_shape, num_classes)
+    graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, what=model_spec)
+    check_prunable(graph, what=model_spec)
+    if constraints.flops_target is None and constraints.params_target is None:
+        return
+    scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
+    plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio))
+    flops, params = predicted_flops_ratio(graph, plan), predicted_params_ratio(graph, plan)
+    slack = 0.95  # predictions ignore pooling / activation costs; leave the exact check to the searchers
+    issues = constraints.violations(flops_ratio=flops * slack, params_ratio=params * slack, latency_ratio=None,
+                                    latency_ms=None, acc_drop=None)
+    if issues:
+        raise UserInputError(f"target cannot be met even at max pruning (ratio {max_ratio:g} in every unit of "
+                             f"{model_spec} gives {'; '.join(issues)}): relax the target or raise --max-ratio")

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from ..constraints import Constraints
 from ..deploy.artifacts import save_pruned_model
 from ..deploy.finetune import FinalTuneConfig, default_finetune_lr, finetune_model
@@ -36,41 +34,8 @@ from .policy_file import write_policy_file
 from .results import ResultLog
 from .session import SearchConfig, SearchSession
 
-__all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir", "finalize", "precheck_targets",
+__all__ = ["FinalTuneConfig", "SearchOutcome", "run_search", "check_output_dir", "finalize",
            "SESSIONS", "read_sessions"]
-
-
-def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
-                     max_ratio: float, ignore_layers: tuple[str, ...] = (), model: nn.Module | None = None) -> None:
-    """Fail fast (before any training) on a model that can't be pruned or FLOPs / params targets out of reach.
-
-    Uses the untrained architecture (``model`` when the caller has built it already): which channels go does not
-    change how many MACs remain.
-
-    Raises:
-        UserInputError: Nothing in the model can be pruned (naming what blocks it), the model can't be traced,
-            or the targets cannot be met even with every unit pruned at ``max_ratio``.
-    """
-    import torch
-
-    from ..pruning.coverage import build_graph, check_prunable
-    from ..pruning.plan_cost import predicted_flops_ratio, predicted_params_ratio
-    from ..tasks.models import build_model
-
-    model = model if model is not None else build_model(model_spec, input_shape, num_classes)
-    graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, what=model_spec)
-    check_prunable(graph, what=model_spec)
-    if constraints.flops_target is None and constraints.params_target is None:
-        return
-    scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
-    plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio))
-    flops, params = predicted_flops_ratio(graph, plan), predicted_params_ratio(graph, plan)
-    slack = 0.95  # predictions ignore pooling / activation costs; leave the exact check to the searchers
-    issues = constraints.violations(flops_ratio=flops * slack, params_ratio=params * slack, latency_ratio=None,
-                                    latency_ms=None, acc_drop=None)
-    if issues:
-        raise UserInputError(f"target cannot be met even at max pruning (ratio {max_ratio:g} in every unit of "
-                             f"{model_spec} gives {'; '.join(issues)}): relax the target or raise --max-ratio")
 
 
 @dataclass
