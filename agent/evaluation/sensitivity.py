@@ -180,10 +180,9 @@ def analyse_sensitivity(
             res = evaluate_policy(task, policy, settings=scored)
             acc[unit].append(res.accuracy)
             flops[unit].append(res.flops_ratio)
-            predicted = engine.predict_latency(engine.kept_channels(engine.plan(policy, settings)), settings) \
-                if table is not None else None
-            if predicted is not None:
-                lat[unit].append(predicted[1])
+            if table is not None:
+                kept = engine.kept_channels(engine.plan(policy, settings))
+                lat[unit].append(engine.predict_latency(kept, settings)[1])  # type: ignore[index]
             elif res.latency_ratio is not None:
                 lat[unit].append(res.latency_ratio)
             done += 1
