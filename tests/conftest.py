@@ -30,7 +30,7 @@ def tiny_task():
     """cnn1d on MNIST-1D trained for 3 epochs (cached in the session cache, shared by every test)."""
     from agent.tasks import build_task
 
-    return build_task(train_epochs=3)
+    return build_task(model="cnn1d", train_epochs=3)
 
 
 @pytest.fixture(scope="session")

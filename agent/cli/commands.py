@@ -47,9 +47,9 @@ def _out_dir(path: str) -> Path:
 def _train(args: argparse.Namespace) -> int:
     from ..storage import atomic_write_json
     from ..tasks.datasets import load_dataset
-    from ..tasks.task import TaskSpec, save_checkpoint, train_dense
+    from ..tasks.task import DEFAULT_DATASET, DEFAULT_MODEL, TaskSpec, save_checkpoint, train_dense
 
-    spec = TaskSpec(args.model, args.dataset, args.data_seed)
+    spec = TaskSpec(args.model or DEFAULT_MODEL, args.dataset or DEFAULT_DATASET, args.data_seed)
     spec.validate()
     if args.epochs < 1:
         raise user_error("--epochs must be >= 1, got", args.epochs, "e.g. --epochs 15")
@@ -71,8 +71,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _register_train(sub: SubParsers) -> None:
     p = sub.add_parser("train", help="train a dense baseline and save a checkpoint")
-    p.add_argument("--model", default="cnn1d", help=MODEL_HELP)
-    p.add_argument("--dataset", default="mnist1d", help=DATASET_HELP)
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--data-root", default=None, help="local directory of torchvision datasets")
     p.add_argument("--download", action="store_true", help="allow downloading the dataset into --data-root")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the dataset generator and split")
@@ -212,19 +212,22 @@ def _search(args: argparse.Namespace) -> int:
     # 2. data (validates --data-root), then the reachability of FLOPs/params targets, then (maybe) training
     data = None
     if args.checkpoint is None:
-        data = load_dataset(args.dataset or "mnist1d", data_root=args.data_root, download=args.download,
+        from ..tasks.task import DEFAULT_DATASET, DEFAULT_MODEL
+
+        model_spec = args.model or DEFAULT_MODEL
+        data = load_dataset(args.dataset or DEFAULT_DATASET, data_root=args.data_root, download=args.download,
                             seed=args.data_seed)
         from ..tasks.models import build_model
 
-        untrained = build_model(args.model or "cnn1d", data.input_shape, data.num_classes)  # built once, for all
-        precheck_targets(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
+        untrained = build_model(model_spec, data.input_shape, data.num_classes)  # built once, for all
+        precheck_targets(model_spec=model_spec, input_shape=data.input_shape,
                          num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
                          ignore_layers=args.ignore_layers, model=untrained)
         settings = with_latency_batch(args, settings, untrained, data.input_shape)
         if settings.measure_latency and not args.no_latency_model:
             from ..search.feasibility import precheck_latency_floor
 
-            precheck_latency_floor(model_spec=args.model or "cnn1d", input_shape=data.input_shape,
+            precheck_latency_floor(model_spec=model_spec, input_shape=data.input_shape,
                                    num_classes=data.num_classes, constraints=constraints, latency=settings.latency,
                                    max_ratio=args.max_ratio, round_to=config.round_to,
                                    ignore_layers=args.ignore_layers, model=untrained)

@@ -19,7 +19,10 @@ __all__ = ["add_task_args", "add_eval_args", "add_constraint_args", "task_from_a
            "constraints_from_args", "ratio_list", "given_eval_flags", "choose_threads", "MODEL_HELP", "DATASET_HELP",
            "QUIET_HELP", "DEVICE_HELP", "LazyChoices"]
 
-MODEL_HELP = "model spec: cnn1d (default), mlp, lenet, resnet20, resnet56, tv:<torchvision name>, or package.module:factory"
+MODEL_HELP = (
+    "model spec: cnn1d-wide (default), cnn1d, mlp, lenet, resnet20, resnet56, tv:<torchvision name>, "
+    "or package.module:factory"
+)
 DATASET_HELP = "mnist1d (default), digits, digits32, mnist, fashion-mnist, cifar10, imagefolder:PATH"
 QUIET_HELP = "no progress bars, no warnings (results and errors are still printed)"
 DEVICE_HELP = "cpu, cuda or cuda:N"
@@ -164,10 +167,10 @@ def add_constraint_args(p: argparse.ArgumentParser) -> None:
 
 def check_task_args(args: argparse.Namespace) -> None:
     """Cheap validation of names before any data is loaded or model trained."""
-    from ..tasks.task import TaskSpec
+    from ..tasks.task import DEFAULT_DATASET, DEFAULT_MODEL, TaskSpec
 
     if args.checkpoint is None:
-        TaskSpec(args.model or "cnn1d", args.dataset or "mnist1d", args.data_seed).validate()
+        TaskSpec(args.model or DEFAULT_MODEL, args.dataset or DEFAULT_DATASET, args.data_seed).validate()
     if getattr(args, "train_epochs", 1) < 1:
         from ..errors import user_error
 

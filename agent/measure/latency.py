@@ -18,10 +18,10 @@ __all__ = ["AUTO_BATCHES", "AUTO_BATCH_MACS", "LatencyConfig", "LatencyStats", "
            "NoisyMeasurementWarning", "auto_batch_size", "measure_latency", "measure_latency_ratio", "ratio_interval",
            "resolve_device"]
 
-AUTO_BATCHES = (64, 128, 256)
+AUTO_BATCHES = (64, 128, 256, 512)
 """Batch sizes ``--latency-batch auto`` chooses from."""
-AUTO_BATCH_MACS = 2**28
-"""Dense multiply-adds (about 0.27 G) a timed batch should hold before ``auto`` stops growing it."""
+AUTO_BATCH_MACS = 2**31
+"""Dense multiply-adds (about 2.1 G) a timed batch should hold before ``auto`` stops growing it."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -48,8 +48,8 @@ def auto_batch_size(dense_macs: float) -> int:
     on the machine's load, so a quiet and a busy run time the same batch.
 
     Example:
-        >>> auto_batch_size(1.9e6), auto_batch_size(50e6)  # MACs per sample: the default 1-D CNN, a mid-size CNN
-        (256, 64)
+        >>> auto_batch_size(7.4e6), auto_batch_size(50e6)  # MACs per sample: the default 1-D CNN, a mid-size CNN
+        (512, 64)
     """
     for batch in AUTO_BATCHES:
         if batch * dense_macs >= AUTO_BATCH_MACS:

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from ..pruning.graph import LayerDims, PruningGraph
 from ..pruning.tracing import trace_forward
 from ..storage import atomic_write_json
 from ..tasks.datasets import cache_dir
-from .latency import LatencyConfig, measure_latency, measure_latency_ratio
+from .latency import LatencyConfig, NoisyMeasurementWarning, measure_latency, measure_latency_ratio
 from .threads import torch_threads
 
 __all__ = ["LatencyTable", "LayerTable", "build_latency_table", "DEFAULT_GRID"]
@@ -39,6 +40,9 @@ DEFAULT_GRID = (0.1, 0.25, 0.5, 0.75, 1.0)
 """Kept fractions timed per layer dimension."""
 
 _TIMED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+CALIBRATION_MAX_ROUNDS = 6
+"""Paired rounds per calibration policy: the prunable share is a median over the policies, which absorbs one
+policy's noise, so each needs fewer rounds than a target's confirmation (at batch 512 a round is about a second)."""
 
 
 @dataclass
@@ -244,7 +248,7 @@ def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyCo
                           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
                           "batch": config.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "mixed": mixed,
-                          "v": 4}, sort_keys=True)
+                          "cal_rounds": CALIBRATION_MAX_ROUNDS, "v": 5}, sort_keys=True)
     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
     path = (Path(cache_root) if cache_root else cache_dir() / "latency") / f"{key}.json"
     if cache and path.exists():
@@ -285,14 +289,18 @@ def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyCo
                          {n: dataclasses.asdict(d) for n, d in dims.items()}, {u.name: u.channels for u in graph.units})
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
     full = dataclasses.replace(config, repeats=max(config.repeats, 9), rounds=max(config.rounds, 2))
+    calibration = dataclasses.replace(full, max_rounds=max(full.rounds, min(full.max_rounds, CALIBRATION_MAX_ROUNDS)))
     table.dense_ms = measure_latency(graph.model, tuple(input_shape), config=full).median_ms
     rng = np.random.default_rng(0)
     policies = [dict.fromkeys(graph.unit_names(), r) for r in calibration_ratios]
     policies += [{u: float(rng.uniform(0.0, 0.9)) for u in graph.unit_names()} for _ in range(mixed)]
     for ratios in policies:
         plan = graph.select(scores, ratios, round_to)
-        # paired with the dense model so machine drift during the build cannot skew the calibration
-        rel = measure_latency_ratio(graph.apply(plan), graph.model, tuple(input_shape), config=full).ratio
+        # paired with the dense model so machine drift during the build cannot skew the calibration; one noisy
+        # policy is the median's to absorb, not the user's to be warned about
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoisyMeasurementWarning)
+            rel = measure_latency_ratio(graph.apply(plan), graph.model, tuple(input_shape), config=calibration).ratio
         kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
         table.calib_x.append(table.layer_time(kept))
         table.calib_ratio.append(float(rel))

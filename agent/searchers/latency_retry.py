@@ -16,11 +16,9 @@ from ..errors import UserInputError
 from ..evaluation import EvalResult
 from ..policy import Policy
 from ..search.session import SearchSession
+from .options import LATENCY_RETRIES
 
 __all__ = ["LATENCY_RETRIES", "MAX_MARGIN", "evaluate_meeting_latency", "next_margin"]
-
-LATENCY_RETRIES = 2
-"""Re-evaluations after a measured latency miss."""
 
 MAX_MARGIN = 0.5
 """The aim never goes below half the target."""

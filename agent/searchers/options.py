@@ -16,7 +16,10 @@ from typing import Any, TypeVar
 
 from ..errors import user_error
 
-__all__ = ["option", "option_key", "option_fields", "from_options", "positive_int"]
+__all__ = ["LATENCY_RETRIES", "option", "option_key", "option_fields", "from_options", "positive_int"]
+
+LATENCY_RETRIES = 2
+"""Re-evaluations after a measured latency miss (:mod:`agent.searchers.latency_retry`)."""
 
 T = TypeVar("T")
 

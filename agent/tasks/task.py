@@ -22,19 +22,23 @@ from .training import TrainConfig, train_steps
 
 __all__ = [
     "Task", "TaskSpec", "build_task", "load_task", "train_dense", "save_checkpoint", "read_checkpoint",
-    "default_dense_checkpoint", "CHECKPOINT_FORMAT",
+    "default_dense_checkpoint", "CHECKPOINT_FORMAT", "DEFAULT_MODEL", "DEFAULT_DATASET",
 ]
 
 CHECKPOINT_FORMAT = "prunepilot-dense-v1"
+DEFAULT_MODEL = "cnn1d-wide"
+"""The model of the default task: a compute-heavy enough 1-D CNN that its latency follows its FLOPs on a CPU."""
+DEFAULT_DATASET = "mnist1d"
+"""The dataset of the default task (generated offline)."""
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """What a task is made of (everything but the weights); saved inside checkpoints."""
 
-    model: str = "cnn1d"
+    model: str = DEFAULT_MODEL
     """Model spec: built-in name, ``tv:<torchvision name>`` or ``package.module:factory``."""
-    dataset: str = "mnist1d"
+    dataset: str = DEFAULT_DATASET
     """Dataset name (see :func:`agent.tasks.datasets.load_dataset`)."""
     data_seed: int = 0
     """Seed of the dataset generator and of the train/val split."""
@@ -290,8 +294,8 @@ def build_task(*, model: str | None = None, dataset: str | None = None, checkpoi
         ('mlp', (1, 8, 8), 10)
 
     Args:
-        model: Model spec (default ``cnn1d``); with a checkpoint, overrides the checkpoint's.
-        dataset: Dataset name (default ``mnist1d``); with a checkpoint, overrides the checkpoint's.
+        model: Model spec (default :data:`DEFAULT_MODEL`); with a checkpoint, overrides the checkpoint's.
+        dataset: Dataset name (default :data:`DEFAULT_DATASET`); with a checkpoint, overrides the checkpoint's.
         checkpoint: Dense checkpoint path.
         data_root: Local root of torchvision datasets.
         download: Allow downloading the dataset.
@@ -320,7 +324,7 @@ def _build_task(*, model: str | None, dataset: str | None, checkpoint: str | Non
         return load_task(checkpoint, model=model, dataset=dataset,
                          data_seed=data_seed, data_root=data_root, download=download,
                          trust_checkpoint=trust_checkpoint)
-    spec = TaskSpec(model or "cnn1d", dataset or "mnist1d", data_seed)
+    spec = TaskSpec(model or DEFAULT_MODEL, dataset or DEFAULT_DATASET, data_seed)
     spec.validate()
     path = default_dense_checkpoint(spec, epochs=train_epochs, seed=seed)
     if path.exists():

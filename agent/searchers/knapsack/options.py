@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import user_error
-from ..options import from_options, option
+from ..options import LATENCY_RETRIES, from_options, option
 
 __all__ = ["KNAPSACK_VALUES", "KnapsackOptions"]
 
@@ -27,7 +27,7 @@ class KnapsackOptions:
     at that width, read from the measured sensitivity curves (units x ratios evaluations, cached and shared with
     greedy); ``importance``, the summed mean-normalised importance of the kept channels (HALP's value: no
     evaluation, but blind to which units accuracy depends on, so it can starve a shared residual width)."""
-    retries: int = option(2, cli=False)
+    retries: int = option(LATENCY_RETRIES, cli=False)
     """Re-solves with a tightened latency budget after a measured latency miss."""
 
     def __post_init__(self) -> None:

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from agent.cli import main
+from agent.cli.common import MODEL_HELP
 from agent.deploy.artifacts import load_pruned_model
+from agent.tasks.task import DEFAULT_MODEL
 
 from ...conftest import REPO
 
@@ -19,9 +21,11 @@ def _run(*args, timeout=600):
                           timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
-def test_plain_search_runs_end_to_end(tmp_path, tiny_task):
+def test_plain_search_runs_end_to_end(tmp_path):
+    """The README's main job (the default task, shorter training)."""
     out = tmp_path / "run"
-    r = _run("search", "--out", str(out), "--train-epochs", "3", "--final-epochs", "0.5", "--quiet")
+    r = _run("search", "--out", str(out), "--train-epochs", "3", "--final-epochs", "0.5", "--latency-batch", "64",
+             "--quiet")
     assert r.returncode == 0, r.stderr
     assert "best of" in r.stdout and "pruned" in r.stdout
     for name in ("results.csv", "best_policy.json", "pruned_model.pt", "summary.json", "run_config.json"):
@@ -37,12 +41,17 @@ def test_plain_search_runs_end_to_end(tmp_path, tiny_task):
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params == pytest.approx(summary["best"]["params"])
     assert summary["final"]["test_accuracy"] > 50
+    assert json.loads((out / "run_config.json").read_text())["task"]["model"] == DEFAULT_MODEL
+
+
+def test_help_names_the_default_model():
+    assert f"{DEFAULT_MODEL} (default)" in MODEL_HELP
 
 
 def test_uniform_lands_near_half_flops_and_is_faster(tmp_path, tiny_checkpoint):
     out = tmp_path / "u"
     r = _run("search", "--method", "uniform", "--flops-target", "0.5", "--checkpoint", str(tiny_checkpoint),
-             "--out", str(out), "--final-epochs", "0", "--quiet")
+             "--out", str(out), "--final-epochs", "0", "--latency-batch", "256", "--quiet")
     assert r.returncode == 0, r.stderr
     best = json.loads((out / "summary.json").read_text())["best"]
     assert 0.47 <= best["flops_ratio"] <= 0.5

@@ -11,6 +11,7 @@ from agent.cli import build_parser
 from agent.cli.common import settings_from_args, with_latency_batch
 from agent.measure.latency import AUTO_BATCH_MACS, AUTO_BATCHES, auto_batch_size
 from agent.tasks import build_model
+from agent.tasks.task import DEFAULT_MODEL
 
 
 def _args(*flags: str) -> argparse.Namespace:
@@ -26,12 +27,12 @@ def test_auto_batch_grows_with_smaller_models_and_stops_at_the_largest():
 
 
 def test_auto_resolves_from_the_models_macs_and_an_explicit_batch_wins():
-    model = build_model("cnn1d", (1, 40), 10)  # about 1.9 M MACs per sample: overhead-bound at 64
+    model = build_model(DEFAULT_MODEL, (1, 40), 10)  # about 7.4 M MACs per sample: overhead-bound at 64
     auto = _args()
     assert auto.latency_batch == "auto"
     settings = with_latency_batch(auto, settings_from_args(auto), model, (1, 40))
-    assert settings.latency.batch_size == auto_batch_size(1.88e6) == 256
-    big = nn.Sequential(nn.Flatten(), nn.Linear(40, 200_000))  # 8 M MACs per sample
+    assert settings.latency.batch_size == auto_batch_size(7.44e6) == 512
+    big = nn.Sequential(nn.Flatten(), nn.Linear(40, 1_000_000))  # 40 M MACs per sample
     assert with_latency_batch(auto, settings_from_args(auto), big, (1, 40)).latency.batch_size == 64
     explicit = _args("--latency-batch", "1")
     assert with_latency_batch(explicit, settings_from_args(explicit), model, (1, 40)).latency.batch_size == 1
