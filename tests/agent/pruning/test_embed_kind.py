@@ -116,3 +116,27 @@ def test_the_env_and_search_spaces_tell_embed_apart():
     bounds = {d.units[0]: (d.low, d.high) for d in space.bind(unit_names=names, unit_kinds=kinds).dimensions}
     assert bounds[_embed(g).name] == (0.0, 0.3)
     assert {bounds[n] for n, k in kinds.items() if k == "mlp"} == {(0.0, 0.7)}
+
+
+def test_a_vit_tiny_pruned_with_embed_reloads_and_prunes_iteratively_to_the_same_model(tmp_path):
+    """pruned_model.pt records --prune-embed; iterative pruning re-graphs the pruned model with it."""
+    from agent import EvalSettings, Policy, build_task, get_engine, load_pruned_model, save_pruned_model
+    from agent.deploy.finetune import FinalTuneConfig
+    from agent.deploy.iterative import iterative_prune
+
+    task = build_task(model="vit-tiny", dataset="digits32", train_epochs=1, prune_embed=True)
+    engine, settings = get_engine(task), EvalSettings()
+    assert _embed(engine.graph).channel_groups == 3  # vit-tiny: 3 heads of 32
+    policy = Policy.uniform(engine.graph.unit_names(), 0.4)
+    plan = engine.plan(policy, settings)
+    model = engine.graph.apply(plan)
+    path = save_pruned_model(tmp_path / "pruned.pt", task=task, model=model, removed=plan, policy=policy.to_dict())
+    loaded = load_pruned_model(path)
+    x = task.example_input(2)
+    with torch.no_grad():
+        assert loaded.hidden_dim == model.hidden_dim == 96 - len(plan[_embed(engine.graph).name])
+        assert torch.equal(loaded(x), model(x))
+    out = iterative_prune(task, policy, steps=2, schedule="linear", finetune=FinalTuneConfig(epochs=0),
+                          settings=settings)
+    a, b = out.model.state_dict(), model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
