@@ -140,3 +140,20 @@ def test_a_vit_tiny_pruned_with_embed_reloads_and_prunes_iteratively_to_the_same
                           settings=settings)
     a, b = out.model.state_dict(), model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_timm_hub_vit_built_by_our_source_prunes_its_residual_exactly():
+    pytest.importorskip("timm")
+    from agent.tasks.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("timm:vit_tiny_patch16_224", (1, 32, 32), 10).eval()  # 12 blocks of 3 heads, width 192
+    x = torch.zeros(1, 1, 32, 32)
+    g = PruningGraph(model, x, prune_embed=True)
+    unit = _embed(g)
+    assert unit.channels == 192 and [u.kind for u in g.units].count("heads") == 12
+    plan = g.select(compute_importance(g, "l2"), dict.fromkeys(g.unit_names(), 0.5))
+    pruned = g.apply(plan)
+    assert pruned.embed_dim == pruned.num_features == 96 and pruned.blocks[11].attn.qkv.in_features == 96
+    assert pruned(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    _assert_exact_costs(g, plan, x)
