@@ -41,3 +41,14 @@ def test_prune_embed_lets_uniform_reach_half_the_flops_of_vit_tiny(tmp_path, cap
     assert main([*base, "--prune-embed", "--out", str(tmp_path / "embed")]) == 0
     best = json.loads((tmp_path / "embed" / "best_policy.json").read_text())
     assert best["metrics"]["flops_ratio"] <= 0.5 and best["policy"]["ratios"]["conv_proj"] > 0
+
+
+def test_prune_embed_refuses_a_hugging_face_model_before_training(tmp_path, capsys, monkeypatch):
+    import agent.tasks.task as task_module
+
+    monkeypatch.setattr(task_module, "train_dense", lambda *a, **k: pytest.fail("trained before refusing"))
+    argv = ["search", "--model", "llama-tiny", "--dataset", "pystdlib", "--prune-embed", "--method", "uniform",
+            "--params-target", "0.7", "--no-latency", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "LlamaForCausalLM" in err and "drop --prune-embed" in err
