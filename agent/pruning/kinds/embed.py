@@ -123,12 +123,17 @@ class EmbedKind(ChannelsKind):
         width = np.arange(unit.channels)
         items += [GroupItem(layer.name, False, None, 0, True, width, width) for layer in attention_layers(graph.model)
                   if set(layer.projections) <= inputs and layer.name in graph.modules]
-        self._attrs.setdefault(graph, {})[root] = self._width_attrs(graph, unit, items)
         return unit, items
 
-    def _width_attrs(self, graph: PruningGraph, unit: PrunableUnit, items: list[GroupItem]) -> list[tuple[str, str]]:
-        """``(module, attribute)`` of every stored residual width in a container of the unit's layers."""
-        targets = {it.target for it in items}
+    def width_attrs(self, graph: PruningGraph, unit: PrunableUnit) -> list[tuple[str, str]]:
+        """``(module, attribute)`` of every stored residual width in a container of the unit's layers (cached)."""
+        cache = self._attrs.setdefault(graph, {})
+        if unit.name not in cache:
+            cache[unit.name] = self._find_width_attrs(graph, unit)
+        return cache[unit.name]
+
+    def _find_width_attrs(self, graph: PruningGraph, unit: PrunableUnit) -> list[tuple[str, str]]:
+        targets = {it.target for it in graph.items[unit.name]}
         found = []
         for name, module in graph.modules.items():
             prefix = f"{name}." if name else ""
@@ -149,7 +154,7 @@ class EmbedKind(ChannelsKind):
                     roots: np.ndarray) -> None:
         """Stored residual widths (``hidden_dim``, ``embed_dim``...) follow the kept width."""
         kept = unit.channels - len(roots)
-        for name, attr in self._attrs[graph][graph.root_of.get(unit.name, unit.name)]:
+        for name, attr in self.width_attrs(graph, unit):
             setattr(modules[name], attr, kept)
 
 
