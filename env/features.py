@@ -16,7 +16,7 @@ feature                 meaning                                                 
 ``flops_share``         share of dense MACs in the layers the unit touches                             [0, 1]
 ``params_share``        share of dense parameters in the layers the unit touches                       [0, 1]
 ``kind``                unit kind: its position in ``kind_names()`` / (kinds - 1), e.g. heads 0,       [0, 1]
-                        mlp 0.5, channels 1
+                        embed 1/3, mlp 2/3, channels 1
 ``drop@r`` (one per r)  MEASURED accuracy drop (points) when this unit alone is pruned at analysed     [-1, 1]
                         ratio ``r`` (``analyse_sensitivity``, cached), squashed as
                         ``sign(d) * log1p(|d|) / log1p(100)``

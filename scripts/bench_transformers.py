@@ -8,8 +8,9 @@ epochs, LR and data order, seed ``s``), so per seed the methods are paired. Proj
 :func:`agent.run_search`; ``tp-uniform`` is Torch-Pruning's own pruner (``tp.pruner.BasePruner``, one ratio for
 every group, L2 magnitude, ``nn.MultiheadAttention`` widths pruned per head as in Torch-Pruning's torchvision ViT
 example, then ``hidden_dim`` set to the new width). It cannot go through the CLI (it is not a PrunePilot policy:
-it also prunes the residual width, which PrunePilot keeps whole), so it runs here through the Python API: its ratio
-is bisected onto the target (FLOPs counted, or the latency interval's upper end measured with
+one ratio for every group, the residual width included, which PrunePilot keeps whole without ``--prune-embed``),
+so it runs here through the Python API: its ratio is bisected onto the target (FLOPs counted, or the latency
+interval's upper end measured with
 :func:`agent.measure.latency.measure_latency_ratio`, judged by :meth:`Constraints.meets_cost`), then it gets the
 same :func:`agent.finetune_model` as the others. Every final model's latency ratio is measured the same way
 afterwards (paired rounds, its 90% interval), at ``--threads`` torch threads.
@@ -175,32 +176,37 @@ def run_one(task: Task, *, task_name: str, target: str, method: str, seed: int, 
 
 def run_grid(task_name: str, *, targets: Sequence[str], methods: Sequence[str], seeds: Sequence[int], out: Path,
              epochs: int, trials: int, final_epochs: float, threads: int, measure: bool, tp_steps: int = 10,
-             max_rounds: int = 20, reuse: bool = False) -> list[dict[str, object]]:
+             max_rounds: int = 20, reuse: bool = False, prune_embed: bool = False) -> list[dict[str, object]]:
     """Every (target, method, seed) of one task; a finished run's row is kept in ``row.json`` (``reuse`` skips it).
+
+    With ``prune_embed`` the project's searchers prune the residual width too (``--prune-embed``); its rows and run
+    directories are those of task ``<task>+embed``.
 
     Latency is timed at ``threads`` torch threads and the ``auto`` batch of the dense model: candidates in the
     search with the CLI's paired rounds (3 to 10), every final model in 5 to ``max_rounds`` rounds.
     """
     torch.set_num_threads(threads)
     task = dense_task(task_name, out=out, epochs=epochs)
+    task.prune_embed = prune_embed
+    label = f"{task_name}+embed" if prune_embed else task_name
     batch = auto_batch_size(float(tp.utils.count_ops_and_params(task.model, task.example_input())[0]))
     lat = LatencyConfig(batch_size=batch, threads=threads, rounds=min(5, max_rounds), max_rounds=max_rounds)
     rows = []
     for target in targets:
         for method in methods:
             for seed in seeds:
-                done = out / "runs" / task_name / target.replace("=", "") / f"seed{seed}" / f"{method}.row.json"
+                done = out / "runs" / label / target.replace("=", "") / f"seed{seed}" / f"{method}.row.json"
                 key = {"epochs": epochs, "trials": trials, "final_epochs": final_epochs, "threads": threads,
                        "fingerprint": task.fingerprint, "max_rounds": max_rounds}
                 if reuse and done.exists() and json.loads(done.read_text()).get("key") == key:
                     rows.append(json.loads(done.read_text())["row"])
                     continue
                 try:
-                    row = run_one(task, task_name=task_name, target=target, method=method, seed=seed, out=out,
+                    row = run_one(task, task_name=label, target=target, method=method, seed=seed, out=out,
                                   trials=trials, final_epochs=final_epochs, lat=lat, measure=measure,
                                   tp_steps=tp_steps)
                 except Exception as exc:  # noqa: BLE001 - a benchmark row records the failure and goes on
-                    row = {"task": task_name, "target": target, "seed": seed, "method": method,
+                    row = {"task": label, "target": target, "seed": seed, "method": method,
                            "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
                 row["batch"] = batch
                 rows.append(row)

@@ -81,7 +81,7 @@ def _transformers(args: argparse.Namespace, out: Path) -> list[dict[str, object]
                         methods=(args.lm_methods if lm else args.vit_methods).split(","), seeds=ints(args.seeds),
                         out=out, epochs=args.lm_epochs if lm else args.vit_epochs, trials=args.trials,
                         final_epochs=args.final_epochs, threads=args.threads, measure=not lm,
-                        tp_steps=args.tp_steps, reuse=args.reuse)
+                        tp_steps=args.tp_steps, reuse=args.reuse, prune_embed=args.prune_embed and not lm)
     _emit(raw, out, "transformers_raw")
     _emit(summarise(raw), out, "transformers")
     return raw
@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     tf.add_argument("--lm-epochs", type=int, default=15, help="dense training of llama-tiny (cached under --out)")
     tf.add_argument("--trials", type=int, default=12, help="optuna trials")
     tf.add_argument("--final-epochs", type=float, default=1.0, help="the common final fine-tune of every method")
+    tf.add_argument("--prune-embed", action="store_true",
+                    help="the project's searchers prune the ViTs' residual width too (rows of task 'vit+embed', ...)")
     tf.add_argument("--tp-steps", type=int, default=10, help="bisection steps of Torch-Pruning's uniform ratio")
     tf.add_argument("--threads", type=int, default=1, help="torch threads (training, search, latency)")
     tf.add_argument("--reuse", action="store_true", help="keep finished runs (their row.json) under --out/runs")

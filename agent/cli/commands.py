@@ -222,7 +222,7 @@ def _search(args: argparse.Namespace) -> int:
         untrained = build_model(model_spec, data.input_shape, data.num_classes)  # built once, for all
         precheck_targets(model_spec=model_spec, input_shape=data.input_shape,
                          num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
-                         ignore_layers=args.ignore_layers, model=untrained)
+                         ignore_layers=args.ignore_layers, prune_embed=args.prune_embed, model=untrained)
         settings = with_latency_batch(args, settings, untrained, data.input_shape)
         if settings.measure_latency and not args.no_latency_model:
             from ..search.feasibility import precheck_latency_floor
@@ -230,16 +230,17 @@ def _search(args: argparse.Namespace) -> int:
             precheck_latency_floor(model_spec=model_spec, input_shape=data.input_shape,
                                    num_classes=data.num_classes, constraints=constraints, latency=settings.latency,
                                    max_ratio=args.max_ratio, round_to=config.round_to,
-                                   ignore_layers=args.ignore_layers, model=untrained)
+                                   ignore_layers=args.ignore_layers, prune_embed=args.prune_embed, model=untrained)
     from ..tasks.task import build_task
 
     task = build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,
                       download=args.download, data_seed=args.data_seed, train_epochs=args.train_epochs,
                       trust_checkpoint=args.trust_checkpoint, progress=not args.quiet, data=data,
-                      ignore_layers=args.ignore_layers)
+                      ignore_layers=args.ignore_layers, prune_embed=args.prune_embed)
     if args.checkpoint is not None:
         precheck_targets(model_spec=task.spec.model, input_shape=task.input_shape, num_classes=task.num_classes,
-                         constraints=constraints, max_ratio=args.max_ratio, ignore_layers=args.ignore_layers)
+                         constraints=constraints, max_ratio=args.max_ratio, ignore_layers=args.ignore_layers,
+                         prune_embed=args.prune_embed)
         settings = with_latency_batch(args, settings, task.model, task.input_shape)
     outcome = run_search(task=task, out_dir=args.out, constraints=constraints, settings=settings, config=config,
                          final=final, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,

@@ -84,6 +84,9 @@ def add_task_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Fal
     g.add_argument("--ignore-layers", type=_patterns, default=(), metavar="PATTERN,...",
                    help="layers to keep whole: names from model.named_modules() or globs, e.g. 'features.0,layer4.*' "
                    "(a container name covers its layers)")
+    g.add_argument("--prune-embed", action="store_true",
+                   help="prune a transformer's residual (embedding) width too, as one global unit; off by default "
+                        "(torchvision and timm ViTs; Hugging Face models are refused)")
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -184,7 +187,7 @@ def task_from_args(args: argparse.Namespace, *, progress: bool) -> Task:
     return build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,
                       download=args.download, data_seed=args.data_seed, train_epochs=args.train_epochs,
                       trust_checkpoint=args.trust_checkpoint, progress=progress,
-                      ignore_layers=getattr(args, "ignore_layers", ()))
+                      ignore_layers=getattr(args, "ignore_layers", ()), prune_embed=getattr(args, "prune_embed", False))
 
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:

@@ -50,6 +50,7 @@ def save_pruned_model(path: str | Path, *, task: Task, model: nn.Module, removed
         "input_shape": list(task.input_shape),
         "num_classes": task.num_classes,
         "removed": {k: [int(i) for i in v] for k, v in removed.items()},
+        "prune_embed": task.prune_embed,
         "policy": policy,
         "metrics": metrics or {},
         "dense_checkpoint": task.checkpoint_path,
@@ -126,7 +127,7 @@ def read_pruned_artifact(path: str | Path) -> PrunedArtifact:
         raise user_error("not a PrunePilot pruned model:", str(p), "pass the pruned_model.pt written by a search")
     shape = tuple(payload["input_shape"])
     dense = build_model(payload["model"], shape, payload["num_classes"])
-    graph = PruningGraph(dense, torch.zeros((1, *shape)))
+    graph = PruningGraph(dense, torch.zeros((1, *shape)), prune_embed=bool(payload.get("prune_embed", False)))
     unknown = set(payload["removed"]) - set(graph.unit_names())
     if unknown:
         raise user_error("pruned model names units the architecture lacks:", sorted(unknown)[:3],

@@ -141,7 +141,7 @@ def _to_current(dense: PruningGraph, current: PruningGraph, unit: str, removed_b
 
 def _prune_further(model: nn.Module, dense: PruningGraph, example: torch.Tensor, before: Plan, after: Plan) -> nn.Module:
     """Remove the channels of ``after`` not yet removed in ``before`` from ``model`` (pruned per ``before``)."""
-    current = PruningGraph(model, example)
+    current = PruningGraph(model, example, prune_embed=dense.prune_embed)
     increment: Plan = {}
     for unit, idx in after.items():
         done = before.get(unit, np.empty(0, np.int64))

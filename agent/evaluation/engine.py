@@ -41,7 +41,8 @@ class PruningEngine:
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.graph = build_graph(task.model, task.example_input(), ignore_layers=task.ignore_layers, what=task.spec.model)
+        self.graph = build_graph(task.model, task.example_input(), ignore_layers=task.ignore_layers,
+                                 prune_embed=task.prune_embed, what=task.spec.model)
         self._importance: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
         self._dense: dict[tuple[Any, ...], DenseMetrics] = {}
         self._lock = threading.RLock()

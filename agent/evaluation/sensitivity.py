@@ -114,6 +114,7 @@ def _cache_key(task: Task, ratios: Sequence[float], importance: str, settings: E
         "task": task.fingerprint, "ignore": list(task.ignore_layers), "ratios": list(ratios), "importance": importance,
         "settings": dataclasses.asdict(settings), "torch": torch.__version__, "v": 1,
         **({"latency_table": latency_table} if latency_table else {}),
+        **({"prune_embed": True} if task.prune_embed else {}),  # its units differ; keys without it stay valid
     }, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 

@@ -2,13 +2,14 @@
 
 A layer's cost scales with the widths some unit controls: weights with ``in x out`` (depthwise and grouped
 convs with the kept groups), a bias and norm layers with ``out``, and activations / pooling that follow a layer
-with its output width. No model is built. The unit kind whose units prune a layer's outputs may say otherwise
-for that layer (:meth:`~agent.pruning.kinds.UnitKind.cost_factor`).
+with its output width; a bare parameter (a ViT's class token) with the positions it keeps. No model is built.
+The unit kind whose units prune a layer's outputs may say otherwise for that layer
+(:meth:`~agent.pruning.kinds.UnitKind.cost_factor`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +21,8 @@ from .units import LayerDims
 if TYPE_CHECKING:
     from .graph import PruningGraph
 
-__all__ = ["channel_cost_factor", "is_depthwise", "kept_fraction", "layer_cost_factor", "layer_dims", "predict_cost"]
+__all__ = ["channel_cost_factor", "counted_params", "is_depthwise", "kept_fraction", "layer_cost_factor", "layer_dims",
+           "predict_cost"]
 
 
 def is_depthwise(layer: nn.Module) -> bool:
@@ -54,6 +56,19 @@ def layer_cost_factor(graph: PruningGraph, layer: str, kin: float, kout: float, 
     return channel_cost_factor(module, kin, kout, bias_share=share)
 
 
+def counted_params(name: str, modules: Mapping[str, nn.Module], tracked: Set[str]) -> float:
+    """Parameters the cost model gives layer ``name``: its own and those of descendants not in ``tracked``.
+
+    ``tracked`` names the modules Torch-Pruning's graph traces; they are counted on their own. A block it prunes
+    as a whole (``nn.MultiheadAttention``, whose ``out_proj`` its pruner slices) holds its untraced children's
+    tensors; an attention block whose projections are traced (timm's ``qkv`` / ``proj``) holds only its own.
+    """
+    prefix = f"{name}." if name else ""
+    inner = {id(p) for n, m in modules.items() if n.startswith(prefix) and n != name and n in tracked
+             for p in m.parameters()}
+    return float(sum(p.numel() for p in modules[name].parameters() if id(p) not in inner))
+
+
 def kept_fraction(graph: PruningGraph, layer: str, side: str, pruned: Mapping[str, np.ndarray]) -> float:
     """Fraction of ``layer``'s ``side`` ("in" / "out") width that survives plan ``pruned``."""
     size = graph.dim_size[layer][0 if side == "in" else 1]
@@ -84,7 +99,24 @@ def predict_cost(graph: PruningGraph, pruned: Mapping[str, np.ndarray], per_laye
         width = sum(n for _, n in sources)
         kept = sum(n * out_keep.get(src, 1.0) if src is not None else n for src, n in sources)
         total -= per_layer.get(layer, 0.0) * (1.0 - kept / width if width else 0.0)
+    if metric == "params":
+        total -= _bare_params_removed(graph, pruned)
     return total
+
+
+def _bare_params_removed(graph: PruningGraph, pruned: Mapping[str, np.ndarray]) -> float:
+    """Elements of the bare parameters (class token, position embedding, layer scale) that plan ``pruned`` removes."""
+    removed = 0.0
+    for name, items in graph.bare_params.items():
+        param = graph.model.get_parameter(name)
+        gone: dict[int, set[int]] = {}
+        for unit_name, it in items:
+            roots = pruned.get(unit_name)
+            if roots is not None and len(roots):
+                gone.setdefault(it.pruning_dim, set()).update(it.idxs[np.isin(it.roots, roots)].tolist())
+        keep = float(np.prod([1.0 - len(idx) / param.shape[dim] for dim, idx in gone.items()]))
+        removed += param.numel() * (1.0 - keep)
+    return removed
 
 
 def layer_dims(graph: PruningGraph) -> dict[str, LayerDims]:

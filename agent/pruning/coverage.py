@@ -48,17 +48,24 @@ def check_prunable(graph: PruningGraph, *, what: str) -> None:
 
 
 def build_graph(model: nn.Module, example_input: torch.Tensor, *, ignore_layers: tuple[str, ...] = (),
-                what: str = "the model") -> PruningGraph:
+                prune_embed: bool = False, what: str = "the model") -> PruningGraph:
     """The model's :class:`PruningGraph`, with a tracing failure turned into one clear user error.
 
+    Args:
+        model: The dense model.
+        example_input: A batch-1 input.
+        ignore_layers: Names or glob patterns of layers kept whole.
+        prune_embed: Prune a transformer's residual width as one unit (see :class:`PruningGraph`).
+        what: How to name the model in messages (its spec).
+
     Raises:
-        UserInputError: Torch-Pruning can't trace the model at all (the message names the error), or an
-            ``ignore_layers`` pattern matches nothing.
+        UserInputError: Torch-Pruning can't trace the model at all (the message names the error), an
+            ``ignore_layers`` pattern matches nothing, or ``prune_embed`` is asked of a model that can't have it.
     """
     from .graph import PruningGraph
 
     try:
-        return PruningGraph(model, example_input, ignored_layers=ignore_layers)
+        return PruningGraph(model, example_input, ignored_layers=ignore_layers, prune_embed=prune_embed)
     except UserInputError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever Torch-Pruning raises, the user gets one line

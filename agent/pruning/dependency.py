@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -154,22 +154,26 @@ def tolerant_mappings(failed: dict[object, str] | None = None,
             cls.__call__ = original
 
 
-def build_dependency(model: nn.Module, example_input: torch.Tensor, *,
-                     customized_pruners: dict | None = None) -> DependencyBuild:
+def build_dependency(model: nn.Module, example_input: torch.Tensor, *, customized_pruners: dict | None = None,
+                     unwrapped_parameters: Sequence[tuple[nn.Parameter, int]] = ()) -> DependencyBuild:
     """Torch-Pruning's ``DependencyGraph`` of ``model`` plus the barrier ops found while building it.
 
     Args:
         model: The model (traced once with ``example_input``; not modified).
         example_input: A batch-1 input.
         customized_pruners: Torch-Pruning custom pruners by module type, passed through.
+        unwrapped_parameters: Bare parameters with the dimension to prune, passed through (Torch-Pruning guesses
+            the last non-singleton dimension of the others).
 
     Returns:
         The graph and its barriers.
     """
     failed: dict[object, str] = {}
+    unwrapped = list(unwrapped_parameters) or None  # a fresh list: Torch-Pruning appends the ones it detects
     with barrier_aware(failed):
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, output_transform=logits_of,
-                                                   customized_pruners=customized_pruners, verbose=False)
+                                                   customized_pruners=customized_pruners,
+                                                   unwrapped_parameters=unwrapped, verbose=False)
     return DependencyBuild(dg, failed)
 
 

@@ -24,7 +24,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .copies import own_tensors, shared_copy
-from .costs import layer_dims, predict_cost
+from .costs import counted_params, layer_dims, predict_cost
 from .dependency import build_dependency, group_barrier, tolerant_mappings
 from .kinds import UnitKind, kinds_in_order
 from .layers import resolve_layer_patterns
@@ -45,6 +45,7 @@ class PruningGraph:
             container name covers the layers inside it). The classifier layer is always kept.
         probe: Check on a weightless copy that pruning each unit leaves a model that still runs; units that
             break it are kept whole (see :attr:`kept_whole`).
+        prune_embed: Prune a transformer's residual width too, as one ``embed`` unit (off: it is kept whole).
 
     Example:
         >>> import torch
@@ -58,16 +59,19 @@ class PruningGraph:
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, *, ignored_layers: Iterable[str] = (),
-                 probe: bool = True) -> None:
+                 probe: bool = True, prune_embed: bool = False) -> None:
         self.model = model.eval()
         self.example_input = example_input
+        self.prune_embed = prune_embed
+        """Whether the residual width of a transformer is a unit (the ``embed`` kind) or kept whole."""
         self.modules = dict(model.named_modules())
         self.name_of = {m: n for n, m in model.named_modules()}
         order, self.output_layer = trace_layers(model, example_input)
         self._order = order
         self.user_ignored = resolve_layer_patterns(model, ignored_layers)
         ignored_names = self.user_ignored | ({self.output_layer} if self.output_layer else set())
-        build = build_dependency(model, example_input)
+        unwrapped = [p for kind in kinds_in_order() for p in kind.unwrapped_parameters(self)]
+        build = build_dependency(model, example_input, unwrapped_parameters=unwrapped)
         self.dg = build.dg
         self.barriers = build.barriers
         self.kept_whole: dict[str, str] = {}
@@ -191,21 +195,26 @@ class PruningGraph:
             self.model, self.example_input, layer_wise=True)
         self.dense_macs, self.dense_params = float(macs), float(params)
         self.layer_macs = {self.name_of[m]: float(v) for m, v in layer_macs.items() if v and m in self.name_of}
-        # Torch-Pruning counts a hooked container (an attention module) with its children: keep its own tensors
-        self.layer_params = {self.name_of[m]: float(sum(p.numel() for p in m.parameters(recurse=False))
-                                                     if next(m.children(), None) is not None else v)
+        # Torch-Pruning counts a container with its children: keep the tensors no traced child holds
+        self.traced = {self.name_of[m] for m in self.dg.module2node if isinstance(m, nn.Module) and m in self.name_of}
+        """Names of the modules Torch-Pruning's graph traces."""
+        self.layer_params = {self.name_of[m]: counted_params(self.name_of[m], self.modules, self.traced)
+                                              if next(m.children(), None) is not None else float(v)
                              for m, v in layer_params.items() if v and m in self.name_of}
         self._unit_dims()
 
     def _unit_dims(self) -> None:
         """Which units shrink which dimension of which layer: ``dims[layer]["in" / "out"] = [(unit, item)]``."""
         self.dims: dict[str, dict[str, list[tuple[str, GroupItem]]]] = defaultdict(lambda: {"in": [], "out": []})
+        self.bare_params: dict[str, list[tuple[str, GroupItem]]] = defaultdict(list)
+        """Bare parameter (class token, layer scale...) -> the units that prune it, with the slices."""
         self.layer_kinds: dict[str, UnitKind] = {}
         """Layer -> the kind of the unit that prunes its outputs (it predicts the layer's cost)."""
         for unit in self.units:
             touched = set()
             for it in self.items[unit.name]:
                 if it.is_param:
+                    self.bare_params[it.target].append((unit.name, it))
                     continue
                 self.dims[it.target]["out" if it.is_out else "in"].append((unit.name, it))
                 if it.is_out or it.handler is None:  # or a kind's bookkeeping: that kind costs the layer

@@ -76,13 +76,14 @@ def check_latency_floor(graph: PruningGraph, table: LatencyModel, *, constraints
 
 def precheck_latency_floor(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int,
                            constraints: Constraints, latency: LatencyConfig, max_ratio: float,
-                           round_to: int | None, ignore_layers: tuple[str, ...] = (),
+                           round_to: int | None, ignore_layers: tuple[str, ...] = (), prune_embed: bool = False,
                            model: nn.Module | None = None) -> float | None:
     """:func:`check_latency_floor` on the untrained architecture, before any training.
 
     Latency does not depend on the weights, and the table is cached by architecture, units, device, batch and
-    threads, so the search that follows reuses it: the graph keeps the search's ``ignore_layers`` whole, as the
-    search will. ``model`` is the untrained architecture when the caller has built it already.
+    threads, so the search that follows reuses it: the graph keeps the search's ``ignore_layers`` whole and
+    prunes the residual width under ``prune_embed``, as the search will. ``model`` is the untrained architecture
+    when the caller has built it already.
     """
     if constraints.latency_target is None:
         return None
@@ -91,27 +92,31 @@ def precheck_latency_floor(*, model_spec: str, input_shape: tuple[int, ...], num
     from ..tasks.models import build_model
 
     model = model if model is not None else build_model(model_spec, input_shape, num_classes)
-    graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, what=model_spec)
+    graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, prune_embed=prune_embed,
+                        what=model_spec)
     table = build_latency_table(graph, input_shape=input_shape, config=latency, round_to=round_to)
     return check_latency_floor(graph, table, constraints=constraints, max_ratio=max_ratio, round_to=round_to)
 
 
 def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
-                     max_ratio: float, ignore_layers: tuple[str, ...] = (), model: nn.Module | None = None) -> None:
+                     max_ratio: float, ignore_layers: tuple[str, ...] = (), prune_embed: bool = False,
+                     model: nn.Module | None = None) -> None:
     """Fail fast (before any training) on a model that can't be pruned or FLOPs / params targets out of reach.
 
     Uses the untrained architecture (``model`` if already built): which channels go does not change the MACs left.
+    The graph is the search's: the same ``ignore_layers`` and ``prune_embed``.
 
     Raises:
-        UserInputError: Nothing in the model can be pruned (naming what blocks it), the model can't be traced,
-            or the targets cannot be met even with every unit pruned at ``max_ratio``.
+        UserInputError: Nothing in the model can be pruned (naming what blocks it), the model can't be traced or
+            can't have ``prune_embed``, or the targets cannot be met even with every unit pruned at ``max_ratio``.
     """
     from ..pruning.coverage import build_graph, check_prunable
     from ..pruning.plan_cost import predicted_flops_ratio, predicted_params_ratio
     from ..tasks.models import build_model
 
     model = model if model is not None else build_model(model_spec, input_shape, num_classes)
-    graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, what=model_spec)
+    graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, prune_embed=prune_embed,
+                        what=model_spec)
     check_prunable(graph, what=model_spec)
     if constraints.flops_target is None and constraints.params_target is None:
         return

@@ -67,6 +67,8 @@ class Task:
     """Where the dense checkpoint lives, if on disk."""
     ignore_layers: tuple[str, ...] = ()
     """Names or glob patterns of layers kept whole (never pruned); a container name covers its layers."""
+    prune_embed: bool = False
+    """Prune a transformer's residual width too, as one ``embed`` unit (off: it is kept whole)."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -284,7 +286,8 @@ def default_dense_checkpoint(spec: TaskSpec, *, epochs: int = 15, seed: int = 0)
 def build_task(*, model: str | None = None, dataset: str | None = None, checkpoint: str | None = None,
                data_root: str | None = None, download: bool = False, data_seed: int = 0,
                train_epochs: int = 15, seed: int = 0, trust_checkpoint: bool = False,
-               progress: bool = False, data: DataSplits | None = None, ignore_layers: tuple[str, ...] = ()) -> Task:
+               progress: bool = False, data: DataSplits | None = None, ignore_layers: tuple[str, ...] = (),
+               prune_embed: bool = False) -> Task:
     """The task a search runs on: from ``checkpoint`` if given, else a cached (or freshly trained) baseline.
 
     Example:
@@ -306,6 +309,7 @@ def build_task(*, model: str | None = None, dataset: str | None = None, checkpoi
         progress: Show a progress bar while training.
         data: Already loaded splits of ``dataset`` (loaded here if omitted).
         ignore_layers: Names or glob patterns of layers to keep whole (see :attr:`Task.ignore_layers`).
+        prune_embed: Prune a transformer's residual width too (see :attr:`Task.prune_embed`).
 
     Returns:
         The task.
@@ -314,6 +318,7 @@ def build_task(*, model: str | None = None, dataset: str | None = None, checkpoi
                        data_seed=data_seed, train_epochs=train_epochs, seed=seed, trust_checkpoint=trust_checkpoint,
                        progress=progress, data=data)
     task.ignore_layers = tuple(ignore_layers)
+    task.prune_embed = bool(prune_embed)
     return task
 
 

@@ -59,10 +59,20 @@ class UnitKind(ABC):
         del graph
         return {}
 
+    def unwrapped_parameters(self, graph: PruningGraph) -> list[tuple[nn.Parameter, int]]:
+        """Bare parameters (outside any layer Torch-Pruning knows) this kind prunes, each with its pruned dimension.
+
+        Asked before Torch-Pruning's graph is built (``graph`` has its model, modules and options, nothing more)
+        and passed to it as ``unwrapped_parameters``; default none (Torch-Pruning then guesses each one's last
+        non-singleton dimension). The ``embed`` kind names a ViT's class token and position embedding this way.
+        """
+        del graph
+        return []
+
     def keep_whole(self, graph: PruningGraph, offered: Mapping[str, tp.dependency.Group]) -> dict[str, str]:
         """Offered roots no kind may prune, with why (asked before any claim); default none.
 
-        The ``heads`` kind keeps a transformer's residual width whole this way.
+        The ``embed`` kind keeps a transformer's residual width whole this way unless the graph prunes it.
         """
         del graph, offered
         return {}
@@ -176,6 +186,6 @@ def kind_names() -> list[str]:
     Example:
         >>> from agent.pruning.kinds import kind_names
         >>> kind_names()
-        ['heads', 'mlp', 'channels']
+        ['heads', 'embed', 'mlp', 'channels']
     """
     return [k.name for k in kinds_in_order()]

@@ -1,4 +1,4 @@
-"""The ``heads`` kind: whole attention heads of one attention layer, the residual width left whole.
+"""The ``heads`` kind: whole attention heads of one attention layer (the residual width is the ``embed`` kind's).
 
 An attention layer is found by its projections (:func:`attention_layers`): a packed ``qkv`` linear beside
 ``num_heads`` (timm), or separate ``query``/``key``/``value`` or ``q_proj``/``k_proj``/``v_proj`` linears beside
@@ -14,7 +14,7 @@ policy keeps shapes a stock ``from_pretrained`` config can describe (query heads
 
 :meth:`HeadsKind.after_apply` derives the library's attributes from the kept heads inside the one apply path.
 A counted attention block (timm's ``Attention``: Torch-Pruning's counter hooks it as a whole) is costed exactly
-by counting its pruned copy at each kept head count once (cached per graph).
+by counting its pruned copy once per kept head count and residual width (:mod:`.blocks`, cached per graph).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from torch import nn
 from ..reading import describe_group, group_items
 from ..units import GroupItem, PrunableUnit
 from .base import UnitKind, register_kind
+from .blocks import counted_block_factor
 
 if TYPE_CHECKING:
     from ..graph import PruningGraph
@@ -161,8 +162,6 @@ class HeadsKind(UnitKind):
 
     def __init__(self) -> None:
         self._layers: weakref.WeakKeyDictionary[PruningGraph, dict[str, AttentionLayer]] = weakref.WeakKeyDictionary()
-        self._costs: weakref.WeakKeyDictionary[PruningGraph, dict[tuple[str, int], tuple[float, float]]] = \
-            weakref.WeakKeyDictionary()
 
     def layers(self, graph: PruningGraph) -> dict[str, AttentionLayer]:
         """Attention module name -> its layer, for ``graph``'s dense model (found once)."""
@@ -196,18 +195,11 @@ class HeadsKind(UnitKind):
         return out
 
     def keep_whole(self, graph: PruningGraph, offered: Mapping[str, tp.dependency.Group]) -> dict[str, str]:
-        """The residual width and every ``nn.MultiheadAttention``'s heads (named, so the user learns why).
-
-        The residual is any group that prunes an attention projection's inputs (no ``embed`` kind yet).
-        """
-        projections = {p for layer in self.layers(graph).values() for p in layer.projections}
-        whole = {root: "the residual width of a transformer is kept whole (heads and MLP widths are pruned)"
-                 for root, group in offered.items()
-                 if any(not it.is_out and it.target in projections for it in group_items(graph, group))}
-        whole.update({name: "heads of nn.MultiheadAttention are kept whole: its inner width is tied to its "
-                            "embed_dim (the residual), so a head can't go without a module swap"
-                      for name, m in graph.modules.items() if isinstance(m, nn.MultiheadAttention)})
-        return whole
+        """Every ``nn.MultiheadAttention``'s heads (named, so the user learns why; the residual is ``embed``'s)."""
+        del offered
+        return {name: "heads of nn.MultiheadAttention are kept whole: its inner width is tied to its "
+                      "embed_dim (the residual), so a head can't go without a module swap"
+                for name, m in graph.modules.items() if isinstance(m, nn.MultiheadAttention)}
 
     def build(self, graph: PruningGraph, roots: tuple[str, ...]) -> tuple[PrunableUnit, list[GroupItem]]:  # noqa: D102
         root = roots[0]
@@ -240,49 +232,12 @@ class HeadsKind(UnitKind):
         kept = unit.elements - len(roots) // unit.granule
         set_head_counts(modules[layer.name], layer, kept)
 
-    def cost_factor(self, graph: PruningGraph, layer: str, kin: float, kout: float, *,  # noqa: D102
+    def cost_factor(self, graph: PruningGraph, layer: str, kin: float, kout: float, *,
                     metric: str = "macs") -> float:
-        attention = self.layers(graph).get(layer)
-        if attention is None:
-            return super().cost_factor(graph, layer, kin, kout, metric=metric)
-        elements = attention.kv_heads  # heads, or KV groups under grouped-query attention
-        kept = round(kin * elements)  # of the block's inner width (its output is the residual, kept whole)
-        macs, params = self._block_cost(graph, attention, kept)
-        dense_macs, dense_params = self._block_cost(graph, attention, elements)
-        value, dense = (macs, dense_macs) if metric == "macs" else (params, dense_params)
-        return value / dense if dense else 1.0
-
-    def _block_cost(self, graph: PruningGraph, layer: AttentionLayer, kept: int) -> tuple[float, float]:
-        """Torch-Pruning's count of the block alone with ``kept`` elements (heads / KV groups): own MACs, params."""
-        cache = self._costs.setdefault(graph, {})
-        if (layer.name, kept) not in cache:
-            from ..copies import shared_copy
-
-            unit = next(u for u in graph.units if u.kind == self.name and self.layer_of(graph, u) == layer)
-            drop = np.arange(unit.elements - kept)
-            plan = {unit.name: self.to_roots(unit, drop)} if len(drop) else {}
-            model = graph.apply_to(shared_copy(graph.model), plan)
-            block = dict(model.named_modules())[layer.name]
-            inputs = _block_inputs(graph, layer.name)
-            macs, _, layer_macs, _ = tp.utils.count_ops_and_params(block, inputs, layer_wise=True)
-            own = sum(p.numel() for p in block.parameters(recurse=False))
-            # a container's count includes its children's (counted on their own): keep the block's own hook
-            macs = (layer_macs.get(block) or 0.0) - sum(layer_macs.get(c) or 0.0 for c in block.children())
-            cache[(layer.name, kept)] = (float(macs), float(own))
-        return cache[(layer.name, kept)]
-
-
-def _block_inputs(graph: PruningGraph, name: str) -> tuple[torch.Tensor, ...] | dict[str, object]:
-    """The inputs the attention module ``name`` gets in the example forward (positional, else by keyword)."""
-    seen: list[tuple[torch.Tensor, ...] | dict[str, object]] = []
-    handle = graph.modules[name].register_forward_hook(lambda m, args, kwargs, out: seen.append(args or kwargs),
-                                                       with_kwargs=True)
-    try:
-        with torch.no_grad():
-            graph.model(graph.example_input)
-    finally:
-        handle.remove()
-    return seen[0]
+        """An attention block's cost from its kept heads (``kin``) and residual width (``kout``); else a layer's."""
+        if layer in self.layers(graph):
+            return counted_block_factor(graph, layer, kin, kout, metric=metric)
+        return super().cost_factor(graph, layer, kin, kout, metric=metric)
 
 
 def set_head_counts(module: nn.Module, layer: AttentionLayer, kept: int) -> None:

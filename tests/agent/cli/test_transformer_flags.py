@@ -28,3 +28,27 @@ def test_train_recipe_flags_are_validated_before_training(tmp_path, capsys):
     assert "warmup" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--out", "x", "--optimizer", "lamb"])
+
+
+def test_prune_embed_lets_uniform_reach_half_the_flops_of_vit_tiny(tmp_path, capsys):
+    """Without --prune-embed the residual stays whole and FLOPs 0.5 is out of reach (exit 2, before training)."""
+    import json
+
+    base = ["search", "--model", "vit-tiny", "--dataset", "digits32", "--method", "uniform", "--flops-target", "0.5",
+            "--train-epochs", "1", "--no-latency", "--final-epochs", "0", "--eval-limit", "64", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "whole")]) == 2
+    assert "cannot be met" in capsys.readouterr().err
+    assert main([*base, "--prune-embed", "--out", str(tmp_path / "embed")]) == 0
+    best = json.loads((tmp_path / "embed" / "best_policy.json").read_text())
+    assert best["metrics"]["flops_ratio"] <= 0.5 and best["policy"]["ratios"]["conv_proj"] > 0
+
+
+def test_prune_embed_refuses_a_hugging_face_model_before_training(tmp_path, capsys, monkeypatch):
+    import agent.tasks.task as task_module
+
+    monkeypatch.setattr(task_module, "train_dense", lambda *a, **k: pytest.fail("trained before refusing"))
+    argv = ["search", "--model", "llama-tiny", "--dataset", "pystdlib", "--prune-embed", "--method", "uniform",
+            "--params-target", "0.7", "--no-latency", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "LlamaForCausalLM" in err and "drop --prune-embed" in err

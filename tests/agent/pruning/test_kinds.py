@@ -43,14 +43,14 @@ def _graph():
 def test_the_registry_asks_channels_last_and_refuses_misuse():
     assert kind_names()[-1] == "channels" and isinstance(get_kind("channels"), ChannelsKind)
     with registered_kind(GroupsKind):
-        assert kind_names() == ["heads", "mlp", "conv_groups", "channels"]
+        assert kind_names() == ["heads", "embed", "mlp", "conv_groups", "channels"]
         with pytest.raises(ValueError, match="already registered"):
             register_kind(GroupsKind())
-    assert kind_names() == ["heads", "mlp", "channels"]
+    assert kind_names() == ["heads", "embed", "mlp", "channels"]
     with pytest.raises(ValueError, match="fallback"):
         unregister_kind("channels")
-    with pytest.raises(ValueError, match="unknown unit kind 'embed'"):
-        get_kind("embed")
+    with pytest.raises(ValueError, match="unknown unit kind 'conv_groups'"):
+        get_kind("conv_groups")
     with pytest.raises(TypeError, match="UnitKind"):
         register_kind(object())
 
