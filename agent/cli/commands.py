@@ -220,9 +220,11 @@ def _search(args: argparse.Namespace) -> int:
         from ..tasks.models import build_model
 
         untrained = build_model(model_spec, data.input_shape, data.num_classes)  # built once, for all
-        precheck_targets(model_spec=model_spec, input_shape=data.input_shape,
-                         num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
-                         ignore_layers=args.ignore_layers, prune_embed=args.prune_embed, model=untrained)
+        kinds = precheck_targets(model_spec=model_spec, input_shape=data.input_shape,
+                                 num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
+                                 ignore_layers=args.ignore_layers, prune_embed=args.prune_embed, model=untrained)
+        searcher_cls.check(config=config, settings=settings, constraints=constraints, unit_names=list(kinds),
+                           unit_kinds=kinds)  # the unit-aware checks, before training
         settings = with_latency_batch(args, settings, untrained, data.input_shape)
         if settings.measure_latency and not args.no_latency_model:
             from ..search.feasibility import precheck_latency_floor

@@ -100,11 +100,14 @@ def precheck_latency_floor(*, model_spec: str, input_shape: tuple[int, ...], num
 
 def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
                      max_ratio: float, ignore_layers: tuple[str, ...] = (), prune_embed: bool = False,
-                     model: nn.Module | None = None) -> None:
+                     model: nn.Module | None = None) -> dict[str, str]:
     """Fail fast (before any training) on a model that can't be pruned or FLOPs / params targets out of reach.
 
     Uses the untrained architecture (``model`` if already built): which channels go does not change the MACs left.
     The graph is the search's: the same ``ignore_layers`` and ``prune_embed``.
+
+    Returns:
+        The search's units, name -> kind (for :meth:`Searcher.check <agent.searchers.base.Searcher.check>`).
 
     Raises:
         UserInputError: Nothing in the model can be pruned (naming what blocks it), the model can't be traced or
@@ -118,8 +121,9 @@ def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_class
     graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, prune_embed=prune_embed,
                         what=model_spec)
     check_prunable(graph, what=model_spec)
+    kinds = {u.name: u.kind for u in graph.units}
     if constraints.flops_target is None and constraints.params_target is None:
-        return
+        return kinds
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
     plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio))
     flops, params = predicted_flops_ratio(graph, plan), predicted_params_ratio(graph, plan)
@@ -129,3 +133,4 @@ def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_class
     if issues:
         raise UserInputError(f"target cannot be met even at max pruning (ratio {max_ratio:g} in every unit of "
                              f"{model_spec} gives {'; '.join(issues)}): relax the target or raise --max-ratio")
+    return kinds

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ import torch_pruning as tp
 
 from ..constraints import LATENCY_MARGIN, Constraints, CostProbe
 from ..errors import UserInputError, user_error
+from ..evaluation import EvalSettings
 from ..policy import Policy
 from ..pruning.dependency import barrier_aware
 from ..search.session import BudgetExhausted, SearchConfig, SearchSession
@@ -158,6 +159,17 @@ class GlobalSearcher(Searcher):
     """Torch-Pruning global pruning with the chosen importance, its global ratio bisected to meet the target."""
 
     name = "global"
+
+    @classmethod
+    def check(cls, *, config: SearchConfig, settings: EvalSettings, constraints: Constraints,
+              unit_names: Sequence[str] | None = None, unit_kinds: Mapping[str, str] | None = None) -> None:
+        """Refuse an ``embed`` unit: Torch-Pruning's global pruner roots the residual group elsewhere, unscored."""
+        del config, settings, constraints, unit_names
+        embed = sorted(name for name, kind in (unit_kinds or {}).items() if kind == "embed")
+        if embed:
+            raise user_error("--method global can't prune a transformer's residual width (Torch-Pruning's global "
+                             "pruner never scores it); embed unit", embed[0],
+                             "drop --prune-embed, or use --method uniform, greedy or knapsack")
 
     @classmethod
     def planned_evaluations(cls, *, config: SearchConfig, constraints: Constraints) -> int:  # noqa: D102

@@ -52,3 +52,15 @@ def test_prune_embed_refuses_a_hugging_face_model_before_training(tmp_path, caps
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "LlamaForCausalLM" in err and "drop --prune-embed" in err
+
+
+def test_global_with_prune_embed_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    """Torch-Pruning's global pruner never scores the residual group: the unit-aware check runs before training."""
+    import agent.tasks.task as task_module
+
+    monkeypatch.setattr(task_module, "train_dense", lambda *a, **k: pytest.fail("trained before refusing"))
+    argv = ["search", "--model", "vit-tiny", "--dataset", "digits32", "--prune-embed", "--method", "global",
+            "--flops-target", "0.5", "--no-latency", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--method global" in err and "drop --prune-embed" in err and "conv_proj" in err
