@@ -1,6 +1,6 @@
 """The pruning environment: importing ``env`` registers ``PrunePilot/LayerPruning-v0`` with Gymnasium.
 
-``gymnasium.make("PrunePilot/LayerPruning-v0")`` builds the env on the embedded default task (cnn1d on
+``gymnasium.make("PrunePilot/LayerPruning-v0")`` builds the env on the embedded default task (cnn1d-wide on
 MNIST-1D, 50% FLOPs target); keyword arguments are those of :class:`LayerPruningEnv`.
 """
 

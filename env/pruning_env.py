@@ -48,7 +48,7 @@ DEFAULT_FLOPS_TARGET = 0.5
 
 
 def _build_task() -> Task:
-    """The embedded default task (cnn1d on MNIST-1D; trained once, then cached)."""
+    """The embedded default task (cnn1d-wide on MNIST-1D; trained once, then cached)."""
     from agent.tasks import build_task
 
     return build_task()
@@ -58,7 +58,7 @@ class LayerPruningEnv(gym.Env):
     """Layer-wise pruning of a trained model under cost targets (see the module docstring).
 
     Args:
-        task: The dense model and data (default: the embedded cnn1d / MNIST-1D task).
+        task: The dense model and data (default: the embedded default task, cnn1d-wide on MNIST-1D).
         constraints: Cost targets and accuracy budget (default: ``flops_target`` or 50% FLOPs).
         flops_target: Shortcut for ``Constraints(flops_target=...)`` (replaces the FLOPs target of ``constraints``).
         importance: Criterion ranking channels inside a unit.
