@@ -101,10 +101,12 @@ def test_cli_rl_search_end_to_end(tiny_checkpoint, tmp_path):
 
 @pytest.mark.parametrize(("flag", "value"), [("--rl-algo", "sac"), ("--reward", "speed"), ("--action-mode", "mask"),
                                              ("--episodes", "0")])
-def test_cli_rejects_bad_rl_options_before_any_work(tmp_path, flag, value):
+def test_cli_rejects_bad_rl_options_before_any_work(tmp_path, flag, value, capsys):
+    from agent.cli import main
+
     with warnings.catch_warnings():
-        r = _run("search", "--method", "rl", flag, value, "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and value in r.stderr
+        code = main(["search", "--method", "rl", flag, value, "--out", str(tmp_path / "x")])
+    assert code == 2 and value in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
