@@ -18,19 +18,25 @@ OnModule = Callable[[str, nn.Module, tuple, object], None]
 
 
 def trace_forward(model: nn.Module, example: torch.Tensor, on_module: OnModule,
-                  select: Callable[[str, nn.Module], bool]) -> object:
+                  select: Callable[[str, nn.Module], bool], *, keywords: bool = False) -> object:
     """Run ``model(example)`` once without gradients, calling ``on_module`` after each selected module.
 
-    ``on_module(name, module, inputs, output)``'s return value is ignored, so outputs are never replaced.
+    ``on_module(name, module, inputs, output)``'s return value is ignored, so outputs are never replaced. With
+    ``keywords``, a module called with keyword arguments only (a Hugging Face block) gets them as ``inputs``
+    (a dict) instead of its empty positional tuple.
 
     Returns:
         The model's output.
     """
-    def hook(name: str, mod: nn.Module, inputs: tuple, output: object) -> None:
+    def hook(name: str, mod: nn.Module, inputs: tuple | dict, output: object) -> None:
         on_module(name, mod, inputs, output)
 
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: hook(n, mod, i, o))
-               for n, m in model.named_modules() if select(n, m)]
+    if keywords:
+        handles = [m.register_forward_hook(lambda mod, a, kw, o, n=n: hook(n, mod, a or kw, o), with_kwargs=True)
+                   for n, m in model.named_modules() if select(n, m)]
+    else:
+        handles = [m.register_forward_hook(lambda mod, i, o, n=n: hook(n, mod, i, o))
+                   for n, m in model.named_modules() if select(n, m)]
     try:
         with torch.no_grad():
             return model(example)

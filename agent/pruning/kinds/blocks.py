@@ -18,6 +18,7 @@ import torch
 import torch_pruning as tp
 
 from ..costs import counted_params
+from ..tracing import trace_forward
 
 if TYPE_CHECKING:
     from ..graph import PruningGraph
@@ -93,7 +94,7 @@ def _count_alike(graph: PruningGraph, layer: str, kept: _Kept,
             plan[name] = graph.kinds[unit.kind].to_roots(unit, np.arange(unit.elements - k))
     model = graph.apply_to(shared_copy(graph.model), plan)
     modules = dict(model.named_modules())
-    inputs = _block_inputs(model, {name: modules[name] for name in served}, graph.example_input)
+    inputs = _block_inputs(model, set(served), graph.example_input)
     counts = {}
     for name in served:
         block = modules[name]
@@ -104,20 +105,9 @@ def _count_alike(graph: PruningGraph, layer: str, kept: _Kept,
     return counts
 
 
-def _block_inputs(model: torch.nn.Module, blocks: Mapping[str, torch.nn.Module],
+def _block_inputs(model: torch.nn.Module, blocks: set[str],
                   example: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...] | dict[str, object]]:
-    """The inputs each of ``blocks`` gets (first call) in ``model``'s example forward (positional, else by keyword)."""
+    """The inputs each named block gets (first call) in ``model``'s example forward (positional, else by keyword)."""
     seen: dict[str, tuple[torch.Tensor, ...] | dict[str, object]] = {}
-
-    def hook(name: str, args: tuple, kwargs: dict) -> None:
-        seen.setdefault(name, args or kwargs)
-
-    handles = [block.register_forward_hook(lambda m, args, kwargs, out, n=name: hook(n, args, kwargs),
-                                           with_kwargs=True) for name, block in blocks.items()]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    trace_forward(model, example, lambda n, m, i, o: seen.setdefault(n, i), lambda n, m: n in blocks, keywords=True)
     return seen
