@@ -43,24 +43,25 @@ def test_prune_embed_lets_uniform_reach_half_the_flops_of_vit_tiny(tmp_path, cap
     assert best["metrics"]["flops_ratio"] <= 0.5 and best["policy"]["ratios"]["conv_proj"] > 0
 
 
-def test_prune_embed_refuses_a_hugging_face_model_before_training(tmp_path, capsys, monkeypatch):
+def _refused_before_training(argv, monkeypatch, capsys) -> str:
+    """Run ``search`` with training patched to fail; it must exit 2. Returns its stderr."""
     import agent.tasks.task as task_module
 
     monkeypatch.setattr(task_module, "train_dense", lambda *a, **k: pytest.fail("trained before refusing"))
-    argv = ["search", "--model", "llama-tiny", "--dataset", "pystdlib", "--prune-embed", "--method", "uniform",
-            "--params-target", "0.7", "--no-latency", "--quiet", "--out", str(tmp_path)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
+    assert main(["search", *argv]) == 2
+    return capsys.readouterr().err
+
+
+def test_prune_embed_refuses_a_hugging_face_model_before_training(tmp_path, capsys, monkeypatch):
+    err = _refused_before_training(["--model", "llama-tiny", "--dataset", "pystdlib", "--prune-embed", "--method",
+                                    "uniform", "--params-target", "0.7", "--no-latency", "--quiet",
+                                    "--out", str(tmp_path)], monkeypatch, capsys)
     assert "LlamaForCausalLM" in err and "drop --prune-embed" in err
 
 
 def test_global_with_prune_embed_is_refused_before_training(tmp_path, capsys, monkeypatch):
     """Torch-Pruning's global pruner never scores the residual group: the unit-aware check runs before training."""
-    import agent.tasks.task as task_module
-
-    monkeypatch.setattr(task_module, "train_dense", lambda *a, **k: pytest.fail("trained before refusing"))
-    argv = ["search", "--model", "vit-tiny", "--dataset", "digits32", "--prune-embed", "--method", "global",
-            "--flops-target", "0.5", "--no-latency", "--quiet", "--out", str(tmp_path)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
+    err = _refused_before_training(["--model", "vit-tiny", "--dataset", "digits32", "--prune-embed", "--method",
+                                    "global", "--flops-target", "0.5", "--no-latency", "--quiet",
+                                    "--out", str(tmp_path)], monkeypatch, capsys)
     assert "--method global" in err and "drop --prune-embed" in err and "conv_proj" in err
