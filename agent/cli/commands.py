@@ -220,11 +220,11 @@ def _search(args: argparse.Namespace) -> int:
         from ..tasks.models import build_model
 
         untrained = build_model(model_spec, data.input_shape, data.num_classes)  # built once, for all
-        kinds = precheck_targets(model_spec=model_spec, input_shape=data.input_shape,
+        graph = precheck_targets(model_spec=model_spec, input_shape=data.input_shape,
                                  num_classes=data.num_classes, constraints=constraints, max_ratio=args.max_ratio,
                                  ignore_layers=args.ignore_layers, prune_embed=args.prune_embed, model=untrained)
-        searcher_cls.check(config=config, settings=settings, constraints=constraints, unit_names=list(kinds),
-                           unit_kinds=kinds)  # the unit-aware checks, before training
+        searcher_cls.check(config=config, settings=settings, constraints=constraints, unit_names=graph.unit_names(),
+                           unit_kinds={u.name: u.kind for u in graph.units})  # the unit-aware checks, before training
         settings = with_latency_batch(args, settings, untrained, data.input_shape)
         if settings.measure_latency and not args.no_latency_model:
             from ..search.feasibility import precheck_latency_floor
@@ -232,7 +232,7 @@ def _search(args: argparse.Namespace) -> int:
             precheck_latency_floor(model_spec=model_spec, input_shape=data.input_shape,
                                    num_classes=data.num_classes, constraints=constraints, latency=settings.latency,
                                    max_ratio=args.max_ratio, round_to=config.round_to,
-                                   ignore_layers=args.ignore_layers, prune_embed=args.prune_embed, model=untrained)
+                                   graph=graph)
     from ..tasks.task import build_task
 
     task = build_task(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint, data_root=args.data_root,

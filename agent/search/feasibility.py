@@ -77,13 +77,13 @@ def check_latency_floor(graph: PruningGraph, table: LatencyModel, *, constraints
 def precheck_latency_floor(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int,
                            constraints: Constraints, latency: LatencyConfig, max_ratio: float,
                            round_to: int | None, ignore_layers: tuple[str, ...] = (), prune_embed: bool = False,
-                           model: nn.Module | None = None) -> float | None:
+                           model: nn.Module | None = None, graph: PruningGraph | None = None) -> float | None:
     """:func:`check_latency_floor` on the untrained architecture, before any training.
 
     Latency does not depend on the weights, and the table is cached by architecture, units, device, batch and
     threads, so the search that follows reuses it: the graph keeps the search's ``ignore_layers`` whole and
     prunes the residual width under ``prune_embed``, as the search will. ``model`` is the untrained architecture
-    when the caller has built it already.
+    when the caller has built it already, ``graph`` its graph (from :func:`precheck_targets`: not traced again).
     """
     if constraints.latency_target is None:
         return None
@@ -91,23 +91,25 @@ def precheck_latency_floor(*, model_spec: str, input_shape: tuple[int, ...], num
     from ..pruning.coverage import build_graph
     from ..tasks.models import build_model
 
-    model = model if model is not None else build_model(model_spec, input_shape, num_classes)
-    graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, prune_embed=prune_embed,
-                        what=model_spec)
+    if graph is None:
+        model = model if model is not None else build_model(model_spec, input_shape, num_classes)
+        graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers,
+                            prune_embed=prune_embed, what=model_spec)
     table = build_latency_table(graph, input_shape=input_shape, config=latency, round_to=round_to)
     return check_latency_floor(graph, table, constraints=constraints, max_ratio=max_ratio, round_to=round_to)
 
 
 def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_classes: int, constraints: Constraints,
                      max_ratio: float, ignore_layers: tuple[str, ...] = (), prune_embed: bool = False,
-                     model: nn.Module | None = None) -> dict[str, str]:
+                     model: nn.Module | None = None) -> PruningGraph:
     """Fail fast (before any training) on a model that can't be pruned or FLOPs / params targets out of reach.
 
     Uses the untrained architecture (``model`` if already built): which channels go does not change the MACs left.
     The graph is the search's: the same ``ignore_layers`` and ``prune_embed``.
 
     Returns:
-        The search's units, name -> kind (for :meth:`Searcher.check <agent.searchers.base.Searcher.check>`).
+        The search's graph (its units for :meth:`Searcher.check <agent.searchers.base.Searcher.check>`, and for
+        :func:`precheck_latency_floor`).
 
     Raises:
         UserInputError: Nothing in the model can be pruned (naming what blocks it), the model can't be traced or
@@ -121,9 +123,8 @@ def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_class
     graph = build_graph(model, torch.zeros((1, *input_shape)), ignore_layers=ignore_layers, prune_embed=prune_embed,
                         what=model_spec)
     check_prunable(graph, what=model_spec)
-    kinds = {u.name: u.kind for u in graph.units}
     if constraints.flops_target is None and constraints.params_target is None:
-        return kinds
+        return graph
     scores = {u.name: torch.arange(u.channels, dtype=torch.float32) for u in graph.units}
     plan = graph.select(scores, dict.fromkeys(graph.unit_names(), max_ratio))
     flops, params = predicted_flops_ratio(graph, plan), predicted_params_ratio(graph, plan)
@@ -133,4 +134,4 @@ def precheck_targets(*, model_spec: str, input_shape: tuple[int, ...], num_class
     if issues:
         raise UserInputError(f"target cannot be met even at max pruning (ratio {max_ratio:g} in every unit of "
                              f"{model_spec} gives {'; '.join(issues)}): relax the target or raise --max-ratio")
-    return kinds
+    return graph
