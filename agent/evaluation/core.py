@@ -135,7 +135,8 @@ def evaluate_policy(
     times["measure"] = time.perf_counter() - t0
     predicted = engine.predict_latency(result.kept_channels, settings, dense_ms=result.dense_latency_ms)
     if predicted is not None:
-        result.latency_pred_ms = predicted[0]
+        result.latency_pred_ms = predicted[0]  # predicted before the table learns this measurement
+        engine.observe_latency(result.kept_channels, result.latency_ratio)
     times["total"] = time.perf_counter() - t_start
     result.times = times
 

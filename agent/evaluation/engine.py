@@ -111,6 +111,13 @@ class PruningEngine:
             dense_ms = self.dense(settings).latency_ms if settings.measure_latency else None
         return ratio * (dense_ms or float(table.predict({}))), ratio
 
+    def observe_latency(self, kept_channels: Mapping[str, int], ratio: float | None) -> None:
+        """Teach the attached latency model a measured (paired) latency ratio: later predictions near it follow."""
+        observe = getattr(self.latency_model, "observe", None)  # a user's model may predict only
+        if observe is not None and ratio is not None and np.isfinite(ratio):
+            with self._lock:
+                observe(kept_channels, float(ratio))
+
     def attach_latency_model(self, settings: EvalSettings, *, round_to: int | None = None, cache: bool = True,
                              progress: Callable[[int, int], None] | None = None) -> LatencyTable:
         """Build (or load from cache) the per-device latency table for ``settings.latency``.

@@ -32,6 +32,7 @@ from ..pruning.tracing import trace_forward
 from ..storage import atomic_write_json
 from ..tasks.datasets import cache_dir
 from .latency import LatencyConfig, NoisyMeasurementWarning, measure_latency, measure_latency_ratio
+from .measured_shares import MeasuredShares
 from .threads import torch_threads
 
 __all__ = ["LatencyTable", "LayerTable", "build_latency_table", "DEFAULT_GRID"]
@@ -93,6 +94,14 @@ class LatencyTable:
     """Seconds it took to build the table."""
     meta: dict[str, object] = field(default_factory=dict)
     """Torch version, threads, input shape, grid."""
+    calib_kept: list[dict[str, int]] = field(default_factory=list)
+    """Channels each unit keeps at each calibration point."""
+
+    def __post_init__(self) -> None:
+        self.measured = MeasuredShares(self.channels)
+        """Shares measured at whole policies (the calibration points, then every :meth:`observe`)."""
+        for kept, x, ratio in zip(self.calib_kept, self.calib_x, self.calib_ratio, strict=False):
+            self.measured.add(kept, layer_time=x, ratio=ratio)
 
     def _layer_sum(self, kept_channels: Mapping[str, int]) -> float:
         total = 0.0
@@ -117,8 +126,20 @@ class LatencyTable:
         return float(np.clip(np.median(shares), 0.0, 1.0)) if shares else 1.0
 
     def predict_ratio(self, kept_channels: Mapping[str, int]) -> float:
-        """Predicted latency relative to the dense model: ``1 - w * (1 - x)``."""
-        return max(1.0 - self.prunable_share * (1.0 - self.layer_time(kept_channels)), 1e-6)
+        """Predicted latency relative to the dense model: ``1 - w * (1 - x)``.
+
+        ``w`` is the policy's local share: :attr:`prunable_share`, corrected by the shares measured at policies
+        near this one (:mod:`agent.measure.measured_shares`).
+        """
+        share = self.measured.share(kept_channels, prior=self.prunable_share)
+        return max(1.0 - share * (1.0 - self.layer_time(kept_channels)), 1e-6)
+
+    def observe(self, kept_channels: Mapping[str, int], ratio: float) -> None:
+        """Learn a measured latency ratio (paired, against the dense model) of the policy keeping ``kept_channels``.
+
+        Later predictions of policies near it follow the measurement; the table on disk is not changed.
+        """
+        self.measured.add(kept_channels, layer_time=self.layer_time(kept_channels), ratio=ratio)
 
     def predict(self, kept_channels: Mapping[str, int]) -> float:
         """Predicted latency (ms) of the model in which each unit keeps ``kept_channels[unit]`` channels.
@@ -248,7 +269,7 @@ def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyCo
                           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
                           "batch": config.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "grid": list(grid), "round_to": round_to, "cal": list(calibration_ratios), "mixed": mixed,
-                          "cal_rounds": CALIBRATION_MAX_ROUNDS, "v": 5}, sort_keys=True)
+                          "cal_rounds": CALIBRATION_MAX_ROUNDS, "v": 6}, sort_keys=True)
     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
     path = (Path(cache_root) if cache_root else cache_dir() / "latency") / f"{key}.json"
     if cache and path.exists():
@@ -304,6 +325,8 @@ def _build(graph: PruningGraph, *, input_shape: Sequence[int], config: LatencyCo
         kept = {u.name: u.channels - len(plan.get(u.name, ())) for u in graph.units}
         table.calib_x.append(table.layer_time(kept))
         table.calib_ratio.append(float(rel))
+        table.calib_kept.append(kept)
+        table.measured.add(kept, layer_time=table.calib_x[-1], ratio=table.calib_ratio[-1])
     table.build_s = time.perf_counter() - t0
     table.meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(input_shape),
                   "grid": list(grid), "round_to": round_to, "calibration_ratios": list(calibration_ratios),

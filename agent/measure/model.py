@@ -21,6 +21,7 @@ class LatencyModel(Protocol):
         ...     device, batch_size, dense_ms, meta = "cpu", 1, 2.0, {}
         ...     def predict(self, kept_channels): return sum(kept_channels.values()) / 100
         ...     def predict_ratio(self, kept_channels): return self.predict(kept_channels) / self.dense_ms
+        ...     def observe(self, kept_channels, ratio): pass
         >>> isinstance(Linear(), LatencyModel), Linear().predict_ratio({"conv1": 100})
         (True, 0.5)
     """
@@ -51,4 +52,8 @@ class LatencyModel(Protocol):
 
     def predict_ratio(self, kept_channels: Mapping[str, int]) -> float:
         """Predicted latency relative to the dense model's prediction (self-consistent, no absolute offset)."""
+        ...
+
+    def observe(self, kept_channels: Mapping[str, int], ratio: float) -> None:
+        """Learn the measured latency ratio to dense of the model keeping ``kept_channels`` (may be a no-op)."""
         ...

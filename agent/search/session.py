@@ -129,6 +129,8 @@ class SearchSession:
             self.history.append((trial, result))
             if result.status in (Status.OK, Status.REJECTED):
                 self._cache[_cache_key(result.policy, result.settings_overrides)] = result
+            if not result.settings_overrides:  # a resumed search's latency model learns what was measured
+                self.engine.observe_latency(result.kept_channels, result.latency_ratio)
         self.resumed = len(self.history)
         self._bar = None
         if progress:

@@ -75,3 +75,20 @@ def test_return_model_gives_the_pruned_network(tiny_task):
                                  return_model=True)
     assert sum(p.numel() for p in model.parameters()) == res.params
     assert math.isfinite(res.accuracy)
+
+
+def test_a_measured_evaluation_teaches_the_latency_table_after_its_own_prediction(tiny_task, fast_settings):
+    """latency_pred_ms is what the table said before the measurement; the next prediction there moves towards it."""
+    engine = get_engine(tiny_task)
+    table = engine.attach_latency_model(fast_settings, round_to=8, cache=False)
+    try:
+        policy = Policy.uniform(engine.graph.unit_names(), 0.5, round_to=8)
+        kept = engine.kept_channels(engine.plan(policy, fast_settings))
+        before, known = table.predict_ratio(kept), len(table.measured)
+        res = evaluate_policy(tiny_task, policy, settings=fast_settings)
+        assert res.latency_pred_ms == pytest.approx(before * res.dense_latency_ms)
+        assert len(table.measured) == known + 1
+        after = table.predict_ratio(kept)
+        assert abs(after - res.latency_ratio) < abs(before - res.latency_ratio) or before == res.latency_ratio
+    finally:
+        engine.latency_model = None

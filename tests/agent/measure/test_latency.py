@@ -8,6 +8,8 @@ from agent.measure import LatencyConfig, measure_latency_ratio
 from agent.pruning import PruningGraph
 from agent.tasks import build_model
 
+from . import fake_timing
+
 CFG = LatencyConfig(batch_size=32, warmup=2, repeats=9)
 
 
@@ -172,27 +174,15 @@ def test_throughput_watch_warns_once_when_steps_slow_down(monkeypatch):
 
 def test_a_burst_during_the_build_neither_makes_narrow_layers_slow_nor_tilts_the_model(graph, tmp_path, monkeypatch):
     """Load only slows timings down: a narrow cell slower than a wider one, or one wild calibration reading, is noise."""
-    from agent.measure.latency import LatencyStats, PairedLatency
+    from agent.measure.latency import LatencyStats
 
-    def width(layer):
-        return getattr(layer, "out_channels", getattr(layer, "num_features", getattr(layer, "out_features", 1)))
+    calls = fake_timing.install(monkeypatch, burst=lambda n: 5.0 if n == 4 else 1.0)  # the 4th reading: a burst
 
-    def cost(layer, shape, config):  # a layer's time grows with its width; one narrow width hits a burst
-        return LatencyStats(0.01 * width(layer) * (50.0 if width(layer) == 8 else 1.0), 0.0, 3, None)
-
-    def total(model):
-        return sum(width(m) for m in model.modules() if isinstance(m, lut._TIMED))
-
-    calls = []
-
-    def paired(model, reference, shape, *, config):  # 10% of the time is overhead; the 4th reading is a burst
-        calls.append(model)
-        ratio = (0.1 + 0.9 * total(model) / total(reference)) * (5.0 if len(calls) == 4 else 1.0)
-        return PairedLatency(ratio, ratio, ratio, 1.0, 2, 1, LatencyStats(1.0, 0.0, 3, None),
-                             LatencyStats(1.0, 0.0, 3, None))
+    def cost(layer, shape, config):  # one narrow width hits a burst too
+        w = fake_timing.width(layer)
+        return LatencyStats(0.01 * w * (50.0 if w == 8 else 1.0), 0.0, 3, None)
 
     monkeypatch.setattr(lut, "measure_latency", cost)
-    monkeypatch.setattr(lut, "measure_latency_ratio", paired)
     table = lut.build_latency_table(graph, input_shape=(1, 40), config=CFG, round_to=8, cache=False)
     for layer in table.layers.values():
         ms = torch.tensor(layer.ms)
@@ -210,6 +200,7 @@ def test_the_floor_precheck_keeps_ignored_layers_whole_like_the_search(tmp_path,
     from agent.search.feasibility import precheck_latency_floor
 
     monkeypatch.setenv("PRUNEPILOT_CACHE", str(tmp_path))
+    fake_timing.install(monkeypatch)  # the floors are compared: not on a loaded machine's noise
     cfg = LatencyConfig(batch_size=16, warmup=1, repeats=3, min_repeats=2, threads=1)
     kw = dict(model_spec="cnn1d", input_shape=(1, 40), num_classes=10, latency=cfg, max_ratio=0.9, round_to=8,
               constraints=Constraints(latency_target=LatencyTarget(1.0)))
