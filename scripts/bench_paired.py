@@ -6,6 +6,10 @@ Differences are therefore paired: per seed, ``acc(method) - acc(reference)`` on 
 fine-tune and the same 5,000+ test images. A method is *better* (or *worse*) only where the 95% t-interval of the
 paired difference excludes zero; otherwise there is *no difference*. Share of uniform's loss recovered per seed:
 ``(acc_method - acc_uniform) / (acc_dense - acc_uniform)``.
+
+A budget is a FLOPs ratio (``0.2``) or a latency ratio measured on this machine (``latency=0.4``): then every
+method meets the same latency target by measurement (paired rounds against the dense model, the table's batch
+rule, one thread), so the comparison is at equal measured latency.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.constraints import Constraints
-from agent.evaluation import EvalSettings
+from agent.constraints import Constraints, LatencyTarget
+from agent.evaluation import EvalSettings, get_engine
+from agent.measure.latency import LatencyConfig, auto_batch_size
 from agent.search.results import ResultLog
 from agent.search.run import FinalTuneConfig, run_search
 from agent.search.session import SearchConfig
@@ -71,9 +76,34 @@ def verdict(mean: float, half: float) -> str:
     return "no difference"
 
 
-def run_grid(tasks: Sequence[str], budgets: Sequence[float], methods: Sequence[str], seeds: Sequence[int], *,
+Budget = tuple[str, float]
+"""``("flops", 0.2)`` or ``("latency", 0.4)``."""
+
+
+def parse_budget(text: str) -> Budget:
+    """``0.2`` -> a FLOPs budget, ``latency=0.4`` -> a measured latency budget (ratios of dense)."""
+    kind, _, value = text.rpartition("=")
+    kind = kind or "flops"
+    if kind not in ("flops", "latency"):
+        raise ValueError(f"budget {text!r}: expected a FLOPs ratio like 0.2 or latency=RATIO")
+    return kind, float(value)
+
+
+def budget_label(kind: str, budget: float) -> str:
+    """``0.2`` for FLOPs (the tables' historic label), ``latency0.4`` for latency."""
+    return f"{budget:g}" if kind == "flops" else f"{kind}{budget:g}"
+
+
+def _constraints_and_settings(kind: str, budget: float, seed: int, task) -> tuple[Constraints, EvalSettings]:
+    if kind == "flops":
+        return Constraints(flops_target=budget), EvalSettings(seed=seed, measure_latency=False)
+    latency = LatencyConfig(batch_size=auto_batch_size(get_engine(task).graph.dense_macs), threads=1)
+    return Constraints(latency_target=LatencyTarget(budget)), EvalSettings(seed=seed, latency=latency)
+
+
+def run_grid(tasks: Sequence[str], budgets: Sequence[float | Budget], methods: Sequence[str], seeds: Sequence[int], *,
              out: Path, trials: int, episodes: int, final_epochs: float, train_epochs: int | None = None,
-             reuse: bool = False, headroom_budgets: Sequence[float] = ()) -> list[dict[str, object]]:
+             reuse: bool = False, headroom_budgets: Sequence[float | Budget] = ()) -> list[dict[str, object]]:
     """Run every (task, budget, seed, method) search with the common final fine-tune; one raw row each.
 
     At ``headroom_budgets`` only ``uniform`` runs (to document how much uniform pruning loses there).
@@ -81,6 +111,8 @@ def run_grid(tasks: Sequence[str], budgets: Sequence[float], methods: Sequence[s
     Each finished run's row is also written to ``row.json`` in its run directory; with ``reuse`` a run whose
     ``row.json`` exists is not repeated (an interrupted grid continues where it stopped).
     """
+    budgets = [b if isinstance(b, tuple) else ("flops", float(b)) for b in budgets]
+    headroom_budgets = [b if isinstance(b, tuple) else ("flops", float(b)) for b in headroom_budgets]
     rows: list[dict[str, object]] = []
     for task_name in tasks:
         spec = dict(TASKS[task_name])
@@ -91,16 +123,16 @@ def run_grid(tasks: Sequence[str], budgets: Sequence[float], methods: Sequence[s
         every = [*budgets, *(b for b in headroom_budgets if b not in budgets)]
         jobs = [(b, "uniform") for b in every if "uniform" in methods or b not in budgets]
         jobs += [(b, m) for b in budgets for m in methods if m != "uniform"]
-        for budget, name in jobs:
+        for (kind, budget), name in jobs:
             for seed in seeds:
                 entry = METHODS[name]
                 options = dict(entry.get("options", {}))
                 if entry["method"] == "rl":
                     options["episodes"] = episodes
-                settings = EvalSettings(seed=seed, measure_latency=False)
+                constraints, settings = _constraints_and_settings(kind, budget, seed, task)
                 config = SearchConfig(method=entry["method"], seed=seed, importance=entry.get("importance", "l2"),
                                       trials=episodes if entry["method"] == "rl" else trials, options=options)
-                run_dir = out / task_name / f"flops{budget:g}" / f"seed{seed}" / name
+                run_dir = out / task_name / f"{kind}{budget:g}" / f"seed{seed}" / name
                 key = {"trials": trials, "episodes": episodes, "final_epochs": final_epochs,
                        "fingerprint": task.fingerprint}
                 done = run_dir / "row.json"
@@ -109,11 +141,11 @@ def run_grid(tasks: Sequence[str], budgets: Sequence[float], methods: Sequence[s
                     continue
                 t0 = time.perf_counter()
                 try:
-                    outcome = run_search(task=task, out_dir=run_dir, constraints=Constraints(flops_target=budget),
-                                         settings=settings, config=config, overwrite=True, latency_model=False,
+                    outcome = run_search(task=task, out_dir=run_dir, constraints=constraints, settings=settings,
+                                         config=config, overwrite=True, latency_model=kind == "latency",
                                          final=FinalTuneConfig(epochs=final_epochs))
                 except Exception as exc:  # noqa: BLE001 - a benchmark row records the failure and goes on
-                    rows.append({"task": task_name, "budget": budget, "seed": seed, "method": name,
+                    rows.append({"task": task_name, "kind": kind, "budget": budget, "seed": seed, "method": name,
                                  "error": str(exc)[:200]})
                     print(rows[-1], flush=True)
                     continue
@@ -123,11 +155,13 @@ def run_grid(tasks: Sequence[str], budgets: Sequence[float], methods: Sequence[s
                 tune_s = float(final.get("wall_s") or 0.0)
                 rows.append({
                     "task": task_name, "model": spec["model"], "dataset": spec["dataset"],
-                    "test_samples": len(task.data.test), "budget": budget, "seed": seed, "method": name,
+                    "test_samples": len(task.data.test), "kind": kind, "budget": budget, "seed": seed, "method": name,
                     "feasible": bool(s.get("feasible")),
                     "dense_test_acc": round(float(final.get("dense_test_accuracy", float("nan"))), 3),
                     "test_acc": round(float(final.get("test_accuracy", float("nan"))), 3),
                     "flops_ratio": round(float(best.get("flops_ratio", float("nan"))), 4),
+                    "latency_ratio": round(float(best.get("latency_ratio") or float("nan")), 4),
+                    "latency_hi": round(float(best.get("latency_ratio_hi") or float("nan")), 4),
                     "evals": len(ResultLog.open(run_dir / "results.csv", resume=True).rows),
                     "search_s": round(wall - tune_s, 1), "finetune_s": round(tune_s, 1),
                     "finetune_steps": final.get("steps", 0),
@@ -143,11 +177,12 @@ def _fmt(mean: float, half: float, digits: int = 2) -> str:
 
 def summarise(raw: Sequence[dict[str, object]]) -> list[dict[str, object]]:
     """One row per (task, budget, method): mean accuracy with its interval, paired differences and recovery."""
-    cells: dict[tuple[str, float, str], dict[int, dict[str, object]]] = {}
+    cells: dict[tuple[str, str, str], dict[int, dict[str, object]]] = {}
     for r in raw:
         if r.get("error") or not r.get("feasible"):
             continue
-        cells.setdefault((str(r["task"]), float(r["budget"]), str(r["method"])), {})[int(r["seed"])] = r
+        label = budget_label(str(r.get("kind") or "flops"), float(r["budget"]))  # type: ignore[arg-type]
+        cells.setdefault((str(r["task"]), label, str(r["method"])), {})[int(r["seed"])] = r
     out = []
     for (task, budget, method), by_seed in cells.items():
         accs = [float(by_seed[s]["test_acc"]) for s in sorted(by_seed)]
@@ -157,6 +192,7 @@ def summarise(raw: Sequence[dict[str, object]]) -> list[dict[str, object]]:
             "task": task, "budget": budget, "method": method, "seeds": len(accs), "dense_acc": round(dense, 2),
             "test_acc": _fmt(mean, half), "loss_vs_dense": _fmt(*t_interval([dense - a for a in accs])),
             "flops_ratio": round(float(np.mean([float(by_seed[s]["flops_ratio"]) for s in by_seed])), 3),
+            "latency_ratio": round(float(np.mean([float(by_seed[s].get("latency_ratio") or "nan") for s in by_seed])), 3),
             "evals": round(float(np.mean([float(by_seed[s]["evals"]) for s in by_seed])), 1),
             "search_s": round(float(np.mean([float(by_seed[s]["search_s"]) for s in by_seed])), 1),
         }
@@ -182,12 +218,12 @@ def summarise(raw: Sequence[dict[str, object]]) -> list[dict[str, object]]:
 
 def best_recovery(summary: Sequence[dict[str, object]]) -> list[dict[str, object]]:
     """Per (task, budget): the searcher (not a reference) with the highest mean share of uniform's loss recovered."""
-    best: dict[tuple[str, float], dict[str, object]] = {}
+    best: dict[tuple[str, str], dict[str, object]] = {}
     for r in summary:
         share = float(r["_share"])  # type: ignore[arg-type]
         if r["method"] in REFERENCES or not math.isfinite(share):
             continue
-        key = (str(r["task"]), float(r["budget"]))  # type: ignore[arg-type]
+        key = (str(r["task"]), str(r["budget"]))
         if key not in best or share > float(best[key]["_share"]):  # type: ignore[arg-type]
             best[key] = r
     return [{"task": t, "budget": b, "best": r["method"], "recovered": r["recovered"],
@@ -202,6 +238,12 @@ def headroom(summary: Sequence[dict[str, object]]) -> list[dict[str, object]]:
         if r["method"] != "uniform":
             continue
         row = tasks.setdefault(str(r["task"]), {"task": r["task"], "dense_acc": r["dense_acc"]})
-        row[f"uniform_loss@{float(r['budget']):g}"] = r["loss_vs_dense"]  # type: ignore[arg-type]
-    ordered = lambda row: sorted(row, key=lambda k: -float(k.split("@")[1]) if "@" in k else -2.0)  # noqa: E731
+        row[f"uniform_loss@{r['budget']}"] = r["loss_vs_dense"]
+    def order(key: str) -> tuple[int, float]:  # FLOPs budgets largest first, then latency ones
+        if "@" not in key:
+            return (-1, 0.0)
+        label = key.split("@")[1]
+        return (1, float(label[len("latency"):])) if label.startswith("latency") else (0, -float(label))
+
+    ordered = lambda row: sorted(row, key=order)  # noqa: E731
     return [{k: row[k] for k in ordered(row)} for row in tasks.values()]

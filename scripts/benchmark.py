@@ -54,14 +54,14 @@ def _emit(rows: list[dict[str, object]], out: Path, name: str) -> None:
 
 def _paired(args: argparse.Namespace, out: Path) -> None:
     import torch
-    from bench_paired import best_recovery, headroom, run_grid, summarise
+    from bench_paired import best_recovery, headroom, parse_budget, run_grid, summarise
 
     torch.set_num_threads(args.threads)
-    floats = lambda text: [float(b) for b in text.split(",") if b]  # noqa: E731
-    raw = run_grid(args.tasks.split(","), floats(args.budgets), args.methods.split(","),
+    budgets = lambda text: [parse_budget(b) for b in text.split(",") if b]  # noqa: E731
+    raw = run_grid(args.tasks.split(","), budgets(args.budgets), args.methods.split(","),
                    [int(s) for s in args.seeds.split(",")], out=out / "runs", trials=args.trials,
                    episodes=args.episodes, final_epochs=args.final_epochs, train_epochs=args.train_epochs,
-                   reuse=args.reuse, headroom_budgets=floats(args.headroom_budgets))
+                   reuse=args.reuse, headroom_budgets=budgets(args.headroom_budgets))
     _emit(raw, out, "paired_raw")
     summary = summarise(raw)
     _emit([{k: v for k, v in r.items() if not k.startswith("_")} for r in summary], out, "paired")
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ld.add_argument("--trials", type=int, default=None)
     pq = sub.add_parser("paired", help="seeded, paired quality on the headroom tasks: intervals, verdicts, recovery")
     pq.add_argument("--tasks", default="mnist1d-hard,resnet-digits,mobile-digits")
-    pq.add_argument("--budgets", default="0.3,0.15", help="FLOPs targets (ratio of dense) where every method runs")
+    pq.add_argument("--budgets", default="0.3,0.15",
+                    help="targets where every method runs: FLOPs ratios (0.2) or measured latency ratios (latency=0.4)")
     pq.add_argument("--headroom-budgets", default="0.5", help="extra FLOPs targets where only uniform runs")
     pq.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     pq.add_argument("--methods", default="uniform,global,global-taylor,greedy,optuna")

@@ -11,7 +11,7 @@ import pytest
 from .conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from bench_paired import best_recovery, headroom, summarise, t_interval, verdict  # noqa: E402
+from bench_paired import best_recovery, headroom, parse_budget, summarise, t_interval, verdict  # noqa: E402
 
 
 def test_t_interval_matches_the_student_t_formula():
@@ -51,6 +51,20 @@ def test_pairing_resolves_what_unpaired_intervals_cannot():
     assert [b["best"] for b in best] == ["greedy"], "references are not searchers"
     assert list(headroom(list(rows.values()))[0]) == ["task", "dense_acc", "uniform_loss@0.3"]
     assert headroom(list(rows.values()))[0]["uniform_loss@0.3"].startswith("7.00 ± ")
+
+
+def test_latency_budgets_are_their_own_cells_beside_flops_ones():
+    assert parse_budget("0.2") == ("flops", 0.2) and parse_budget("latency=0.4") == ("latency", 0.4)
+    with pytest.raises(ValueError, match="params=0.5"):
+        parse_budget("params=0.5")
+    flops = _raw("uniform", [85.0, 88.0, 91.0]) + _raw("knapsack", [86.0, 89.0, 92.0])
+    latency = [{**r, "kind": "latency", "budget": 0.4, "latency_ratio": 0.38, "test_acc": r["test_acc"] - 2.0}
+               for r in flops]
+    rows = {(r["budget"], r["method"]): r for r in summarise(flops + latency)}
+    assert set(rows) == {("0.3", "uniform"), ("0.3", "knapsack"), ("latency0.4", "uniform"), ("latency0.4", "knapsack")}
+    assert rows[("latency0.4", "knapsack")]["latency_ratio"] == 0.38
+    assert rows[("latency0.4", "knapsack")]["vs_uniform"].startswith("1.00 ± 0.00")
+    assert list(headroom(list(rows.values()))[0]) == ["task", "dense_acc", "uniform_loss@0.3", "uniform_loss@latency0.4"]
 
 
 def test_failed_runs_are_left_out_of_the_pairs():

@@ -283,10 +283,11 @@ class SearchSession:
         """Exact FLOPs / params of the built model, plus its measured latency when asked.
 
         ``latency`` defaults to whether the constraints include a latency target. No accuracy is scored and
-        nothing is logged.
+        nothing is logged; a measured latency teaches the latency model (:meth:`PruningEngine.observe_latency`).
         """
         engine = self.engine
-        model = engine.build(policy, self.settings)
+        plan = engine.plan(policy, self.settings)
+        model = engine.graph.apply(plan)
         macs, params = tp.utils.count_ops_and_params(model, self.task.example_input())
         dense = engine.dense(self.settings)
         if latency is None:
@@ -297,6 +298,7 @@ class SearchSession:
             paired = measure_latency_ratio(model, self.task.model, self.task.input_shape, config=self.settings.latency)
         finally:
             self.task.model.to("cpu")
+        engine.observe_latency(engine.kept_channels(plan), paired.ratio)  # later predictions near it follow
         bound = paired.hi if math.isfinite(paired.hi) else paired.ratio  # the upper end, as targets are checked
         return CostProbe(macs / dense.macs, params / dense.params, bound, bound * paired.dense_ms)
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -77,8 +78,13 @@ def test_return_model_gives_the_pruned_network(tiny_task):
     assert math.isfinite(res.accuracy)
 
 
-def test_a_measured_evaluation_teaches_the_latency_table_after_its_own_prediction(tiny_task, fast_settings):
-    """latency_pred_ms is what the table said before the measurement; the next prediction there moves towards it."""
+def test_every_paired_measurement_teaches_the_latency_table_after_its_own_prediction(tiny_task, fast_settings,
+                                                                                       tmp_path):
+    """An evaluation's latency_pred_ms is what the table said before measuring; the table then moves towards the
+    measurement. A search's latency probes teach it too, and so do a resumed search's logged rows."""
+    from agent.search.results import ResultLog
+    from agent.search.session import SearchConfig, SearchSession
+
     engine = get_engine(tiny_task)
     table = engine.attach_latency_model(fast_settings, round_to=8, cache=False)
     try:
@@ -90,5 +96,18 @@ def test_a_measured_evaluation_teaches_the_latency_table_after_its_own_predictio
         assert len(table.measured) == known + 1
         after = table.predict_ratio(kept)
         assert abs(after - res.latency_ratio) < abs(before - res.latency_ratio) or before == res.latency_ratio
+
+        def session(log):
+            return SearchSession(task=tiny_task, constraints=Constraints(latency_target=LatencyTarget(0.9)),
+                                 settings=fast_settings, config=SearchConfig(method="uniform"), log=log)
+
+        session(ResultLog.open(tmp_path / "results.csv", resume=False)).probe(Policy.uniform(kept, 0.3, round_to=8))
+        assert len(table.measured) == known + 2, "a latency probe is a paired measurement too"
+        log = ResultLog.open(tmp_path / "results.csv", resume=False)
+        log.append(1, "uniform", res)
+        table = engine.latency_model = type(table)(**{f.name: getattr(table, f.name)  # as a fresh process loads it
+                                                      for f in dataclasses.fields(table)})
+        session(ResultLog.open(tmp_path / "results.csv", resume=True))
+        assert len(table.measured) == known + 1, "the resumed search's measured row"
     finally:
         engine.latency_model = None
