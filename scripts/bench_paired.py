@@ -9,7 +9,7 @@ paired difference excludes zero; otherwise there is *no difference*. Share of un
 
 A budget is a FLOPs ratio (``0.2``) or a latency ratio measured on this machine (``latency=0.4``): then every
 method meets the same latency target by measurement (paired rounds against the dense model, the table's batch
-rule, one thread), so the comparison is at equal measured latency.
+rule, one thread, widths in multiples of 8 as the CLI keeps them), so the comparison is at equal measured latency.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.cli.commands import LATENCY_ROUND_TO
 from agent.constraints import Constraints, LatencyTarget
 from agent.evaluation import EvalSettings, get_engine
 from agent.measure.latency import LatencyConfig, auto_batch_size
@@ -131,7 +132,8 @@ def run_grid(tasks: Sequence[str], budgets: Sequence[float | Budget], methods: S
                     options["episodes"] = episodes
                 constraints, settings = _constraints_and_settings(kind, budget, seed, task)
                 config = SearchConfig(method=entry["method"], seed=seed, importance=entry.get("importance", "l2"),
-                                      trials=episodes if entry["method"] == "rl" else trials, options=options)
+                                      trials=episodes if entry["method"] == "rl" else trials, options=options,
+                                      round_to=LATENCY_ROUND_TO if kind == "latency" else None)  # as the CLI
                 run_dir = out / task_name / f"{kind}{budget:g}" / f"seed{seed}" / name
                 key = {"trials": trials, "episodes": episodes, "final_epochs": final_epochs,
                        "fingerprint": task.fingerprint}

@@ -139,18 +139,23 @@ def global_pruning_ratios(session: SearchSession, pruning_ratio: float) -> dict[
     except Exception as exc:  # noqa: BLE001 - a whole-run phase of this method: one line, exit 2
         raise user_error("Torch-Pruning's global pruner fails on this model:", f"{type(exc).__name__}: {exc}",
                          "use --method uniform, greedy, knapsack or optuna (PrunePilot's own graph handles it)") from exc
-    # Torch-Pruning refuses a group whose every channel falls under the global threshold (it would vanish);
-    # such a unit is as unimportant as it gets, so it is pruned at the cap instead of left whole.
+    # Torch-Pruning leaves a group whole when what it would keep rounds to nothing (every channel under the
+    # global threshold, or under --round-to the few it keeps round to 0): such a unit is among the least
+    # important, so it is pruned by the threshold's share (at most the cap) instead of kept whole, and the
+    # global ratio keeps pruning more as it grows.
     normed = {u: s / s.mean().clamp_min(1e-12) for u, s in scores.items()}
     flat = torch.cat(list(normed.values()))
     n_prune = len(flat) - int(len(flat) * (1 - pruning_ratio))
     threshold = torch.kthvalue(flat, n_prune).values if n_prune > 0 else None
+    block = session.config.round_to or 1
     ratios = {}
     for unit in graph.units:
         kept = pruner.DG.get_out_channels(modules[graph.root_of[unit.name]])
         ratio = 1.0 - kept / unit.channels
-        if threshold is not None and kept == unit.channels and bool((normed[unit.name] <= threshold).all()):
-            ratio = session.config.max_ratio
+        if threshold is not None and kept == unit.channels:
+            under = int((normed[unit.name] <= threshold).sum())
+            if under == unit.channels or (block > 1 and unit.channels - under < block <= under):
+                ratio = under / unit.channels
         ratios[unit.name] = min(session.config.max_ratio, ratio)
     return ratios
 

@@ -94,3 +94,16 @@ def test_greedy_under_a_latency_target_also_evaluates_a_faster_backup(tiny_task,
     assert all(backup.policy.ratios[u] >= main.policy.ratios[u] for u in s.unit_names), "the walk continues"
     assert backup.policy.ratios != main.policy.ratios
     assert backup.flops_ratio <= main.flops_ratio
+
+
+def test_global_pruning_under_round_to_prunes_more_as_its_ratio_grows(tiny_task, tmp_path):
+    """Torch-Pruning leaves a small group whole when the few channels it would keep round to 0 under round_to;
+    the policy must not: a unit left whole at a high global ratio made the cost jump up and the bisection fail."""
+    from agent.searchers.baselines import global_pruning_ratios
+
+    s = _session(tiny_task, tmp_path, Constraints(flops_target=0.5), "global", round_to=8)
+    steps = [global_pruning_ratios(s, r) for r in (0.3, 0.6, 0.9, 0.99)]
+    flops = [s.predict(s.make_policy(ratios)).flops_ratio for ratios in steps]
+    assert flops == sorted(flops, reverse=True), flops
+    assert all(r > 0.5 for r in steps[-1].values()), steps[-1]
+    assert steps[-1] == dict.fromkeys(s.unit_names, s.config.max_ratio)
