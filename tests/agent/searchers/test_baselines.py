@@ -96,12 +96,15 @@ def test_greedy_under_a_latency_target_also_evaluates_a_faster_backup(tiny_task,
     assert backup.flops_ratio <= main.flops_ratio
 
 
-def test_global_pruning_under_round_to_prunes_more_as_its_ratio_grows(tiny_task, tmp_path):
+@pytest.mark.parametrize("model", ["tiny", "tests.agent.user_models:make_small_resnet"])
+def test_global_pruning_under_round_to_prunes_more_as_its_ratio_grows(tiny_task, tmp_path, model):
     """Torch-Pruning leaves a small group whole when the few channels it would keep round to 0 under round_to;
     the policy must not: a unit left whole at a high global ratio made the cost jump up and the bisection fail."""
     from agent.searchers.baselines import global_pruning_ratios
+    from agent.tasks import build_task
 
-    s = _session(tiny_task, tmp_path, Constraints(flops_target=0.5), "global", round_to=8)
+    task = tiny_task if model == "tiny" else build_task(model=model, dataset="mnist1d", train_epochs=1)
+    s = _session(task, tmp_path, Constraints(flops_target=0.5), "global", round_to=8)
     steps = [global_pruning_ratios(s, r) for r in (0.3, 0.6, 0.9, 0.99)]
     flops = [s.predict(s.make_policy(ratios)).flops_ratio for ratios in steps]
     assert flops == sorted(flops, reverse=True), flops
