@@ -90,6 +90,11 @@ def parse_budget(text: str) -> Budget:
     return kind, float(value)
 
 
+def _as_budget(budget: float | Budget) -> Budget:
+    """A bare number is a FLOPs budget (the grid's historic argument)."""
+    return budget if isinstance(budget, tuple) else ("flops", float(budget))
+
+
 def budget_label(kind: str, budget: float) -> str:
     """``0.2`` for FLOPs (the tables' historic label), ``latency0.4`` for latency."""
     return f"{budget:g}" if kind == "flops" else f"{kind}{budget:g}"
@@ -112,8 +117,7 @@ def run_grid(tasks: Sequence[str], budgets: Sequence[float | Budget], methods: S
     Each finished run's row is also written to ``row.json`` in its run directory; with ``reuse`` a run whose
     ``row.json`` exists is not repeated (an interrupted grid continues where it stopped).
     """
-    budgets = [b if isinstance(b, tuple) else ("flops", float(b)) for b in budgets]
-    headroom_budgets = [b if isinstance(b, tuple) else ("flops", float(b)) for b in headroom_budgets]
+    budgets, headroom_budgets = [_as_budget(b) for b in budgets], [_as_budget(b) for b in headroom_budgets]
     rows: list[dict[str, object]] = []
     for task_name in tasks:
         spec = dict(TASKS[task_name])
